@@ -1,0 +1,65 @@
+# rwproxy developer entry points. `make test` and `make demo` work on a fresh
+# Debian/Ubuntu machine: they install the system packages they need with apt-get
+# (as root, or through sudo) and the Python packages into .venv.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT    := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
+PYTEST_ARGS ?=
+
+.PHONY: test demo lint typecheck unit integration system-deps venv cluster-up cluster-down \
+        cluster-status clean
+
+test: system-deps venv lint typecheck ## lint, type-check and run the whole test suite
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+unit: venv ## the pure tests only (no servers)
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+integration: system-deps venv ## the tests against the local cluster
+	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+demo: system-deps venv ## start the local cluster and show it
+	$(BIN)/rwproxy demo
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy
+
+cluster-up: system-deps venv
+	$(BIN)/rwproxy cluster up
+
+cluster-status: venv
+	$(BIN)/rwproxy cluster status
+
+cluster-down: venv
+	$(BIN)/rwproxy cluster down
+
+# System packages: MariaDB server and client, dnsmasq (the cluster DNS), python venv.
+system-deps:
+	@missing=""; \
+	[ -x /usr/sbin/mariadbd ] || command -v mariadbd >/dev/null || missing="$$missing mariadb-server"; \
+	command -v mariadb >/dev/null || missing="$$missing mariadb-client"; \
+	[ -x /usr/sbin/dnsmasq ] || command -v dnsmasq >/dev/null || missing="$$missing dnsmasq-base"; \
+	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv python3-pip"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing system packages:$$missing"; \
+		$(SUDO) apt-get update -q && $(SUDO) $(APT) $$missing; \
+	fi
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

@@ -113,6 +113,23 @@ class Command(enum.IntEnum):
     COM_MULTI = 0xFE
 
 
+class CursorType(enum.IntFlag):
+    """COM_STMT_EXECUTE `flags` (enum_cursor_type)."""
+
+    CURSOR_TYPE_NO_CURSOR = 0
+    CURSOR_TYPE_READ_ONLY = 1
+    CURSOR_TYPE_FOR_UPDATE = 2
+    CURSOR_TYPE_SCROLLABLE = 4
+    PARAMETER_COUNT_AVAILABLE = 8  # MySQL 8.0.26+, with CLIENT_QUERY_ATTRIBUTES
+
+
+class SetOption(enum.IntEnum):
+    """COM_SET_OPTION argument (enum_mysql_set_option)."""
+
+    MYSQL_OPTION_MULTI_STATEMENTS_ON = 0
+    MYSQL_OPTION_MULTI_STATEMENTS_OFF = 1
+
+
 class SessionTrackType(enum.IntEnum):
     SESSION_TRACK_SYSTEM_VARIABLES = 0
     SESSION_TRACK_SCHEMA = 1
@@ -212,6 +229,10 @@ class ErrorCode(enum.IntEnum):
     CR_CONN_HOST_ERROR = 2003
     CR_SERVER_GONE_ERROR = 2006
     CR_SERVER_LOST = 2013
+    CR_SSL_CONNECTION_ERROR = 2026
+    CR_MALFORMED_PACKET = 2027
+    CR_AUTH_PLUGIN_CANNOT_LOAD = 2059
+    CR_AUTH_PLUGIN_ERR = 2061
 
 
 _SQLSTATES: dict[int, str] = {

@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 .PHONY: test demo lint typecheck unit integration system-deps venv cluster-up cluster-down \
         cluster-status clean
 
-test: system-deps venv lint typecheck ## lint, type-check and run the whole test suite
+test: system-deps venv lint typecheck lint-deploy ## lint, type-check and run the whole test suite
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 unit: venv ## the pure tests only (no servers)
@@ -63,3 +63,6 @@ $(STAMP): pyproject.toml
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
+
+# Validation of the Dockerfile, compose file and Kubernetes manifests (make lint-deploy).
+include deploy/lint.mk

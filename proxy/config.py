@@ -334,9 +334,12 @@ class HealthConfig:
     """Per-pod probes; a replica lagging more than the limit gets no reads."""
 
     interval_seconds: float = _setting(1.0, _positive)
-    timeout_seconds: float = _setting(1.0, _positive)
+    # Generous on purpose: on a busy 2-core node a healthy pod can take a second to
+    # answer, and a pod marked down moves all its reads elsewhere (ProxySQL and
+    # MaxScale also wait several seconds and several failures).
+    timeout_seconds: float = _setting(2.0, _positive)
     max_replication_lag_seconds: float = _setting(10.0, _at_least(0))
-    failures_before_down: int = _setting(2, _at_least(1))
+    failures_before_down: int = _setting(3, _at_least(1))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -130,7 +130,7 @@ def test_defaults() -> None:
         service="mysql-h", namespace="default", writer="mysql-0", nameservers=()
     )
     assert BASELINE.pool == PoolConfig(max_size=64, min_idle=0, pool_timeout_seconds=5)
-    assert BASELINE.health == HealthConfig(max_replication_lag_seconds=10, failures_before_down=2)
+    assert BASELINE.health == HealthConfig(max_replication_lag_seconds=10, failures_before_down=3)
     assert BASELINE.routing == RoutingConfig(read_your_writes="gtid", retry_reads=True)
     assert BASELINE.readiness == ReadinessConfig(require_writer=True)
 

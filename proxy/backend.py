@@ -1,0 +1,368 @@
+"""One authenticated connection from the proxy to one pod.
+
+Theory of operation
+-------------------
+`BackendConnection` is an `asyncio.Protocol`: the event loop hands it whole chunks
+of bytes as they come off the socket. During the handshake they go to the pure
+`ClientHandshake`; afterwards to a `ResponseTracker`, which says how many bytes of
+the chunk belong to the reply of the command in flight. Those bytes go straight to
+a *sink* (the client's transport, unparsed: rows are never decoded) or, for the
+proxy's own queries, into a buffer. When the tracker says the reply is complete the
+future returned by `request()` resolves with the tracker, whose outcome carries the
+final status flags (the truth about transactions) and the final OK packet.
+
+There is at most one command in flight per connection. A connection whose reply was
+cut short (client gone, timeout, bytes after the end of a reply) is marked `broken`
+and is never reused: its byte stream position is unknown.
+
+What the proxy remembers about the server-side session (schema, replayed session
+state version, prepared statements, whether a reset is needed) lives here too,
+because it belongs to this connection and dies with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import cast
+
+from proxy.protocol import commands as cmd
+from proxy.protocol.constants import Capability as Cap
+from proxy.protocol.constants import CharacterSet, Command, ServerStatus
+from proxy.protocol.errors import MySQLError, ProtocolError
+from proxy.protocol.framing import frame
+from proxy.protocol.handshake import ClientHandshake, Failed, Ready, TlsRequested
+from proxy.protocol.response import ResponseState, ResponseTracker
+from proxy.protocol.resultset import decode_text_rows
+from proxy.topology.model import Endpoint
+
+logger = logging.getLogger(__name__)
+
+Sink = Callable[[bytes | memoryview], None]
+
+#: Capabilities every backend connection asks for, whatever the client asked.
+BASE_CAPABILITIES = (
+    Cap.CLIENT_LONG_PASSWORD
+    | Cap.CLIENT_LONG_FLAG
+    | Cap.CLIENT_PROTOCOL_41
+    | Cap.CLIENT_TRANSACTIONS
+    | Cap.CLIENT_SECURE_CONNECTION
+    | Cap.CLIENT_MULTI_RESULTS
+    | Cap.CLIENT_PS_MULTI_RESULTS
+    | Cap.CLIENT_PLUGIN_AUTH
+    | Cap.CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
+    | Cap.CLIENT_CONNECT_ATTRS
+)
+
+#: Client capabilities that change what the server sends or accepts: a backend
+#: connection must have the same ones as the client it serves, so pools are keyed
+#: by them.
+WIRE_CAPABILITIES = (
+    Cap.CLIENT_FOUND_ROWS
+    | Cap.CLIENT_IGNORE_SPACE
+    | Cap.CLIENT_DEPRECATE_EOF
+    | Cap.CLIENT_MULTI_STATEMENTS
+    | Cap.CLIENT_LOCAL_FILES
+    | Cap.CLIENT_INTERACTIVE
+    | Cap.CLIENT_SESSION_TRACK
+)
+
+
+class BackendError(Exception):
+    """A backend connection failed (connect, login, or mid-conversation)."""
+
+    def __init__(self, endpoint: Endpoint, reason: str, error: MySQLError | None = None) -> None:
+        super().__init__(f"{endpoint.pod} ({endpoint.address}): {reason}")
+        self.endpoint = endpoint
+        self.reason = reason
+        self.error = error
+
+
+@dataclass(frozen=True, slots=True)
+class PoolKey:
+    """What makes two backend connections interchangeable for a client."""
+
+    user: str
+    wire_capabilities: int
+    character_set: int
+
+
+@dataclass(slots=True)
+class BackendPrepared:
+    """A statement prepared on this connection: the server's id and its shape."""
+
+    statement_id: int
+    num_params: int
+    num_columns: int
+    types_bound: bool = False
+
+
+@dataclass(slots=True)
+class ServerSession:
+    """What the proxy knows of the server-side session state of one connection."""
+
+    schema: str | None = None
+    owner: object | None = None
+    state_version: int = -1
+    prepared: dict[bytes, BackendPrepared] = field(default_factory=dict)
+    applied: dict[bytes, bytes] = field(default_factory=dict)  # replayed session statements
+    needs_reset: bool = False
+    confirmed_gtid: str | None = None
+
+
+class BackendConnection(asyncio.Protocol):
+    """A logged-in connection to one pod; see the module docstring."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        key: PoolKey,
+        handshake: ClientHandshake,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.endpoint = endpoint
+        self.key = key
+        self.server = ServerSession()
+        self.created_at = clock()
+        self.last_used_at = self.created_at
+        self.broken = False
+        self.thread_id = 0
+        self.server_version = ""
+        self.capabilities = Cap(0)
+        self.status = ServerStatus(0)
+        self._clock = clock
+        self._handshake: ClientHandshake | None = handshake
+        self._transport: asyncio.Transport | None = None
+        self._loop = asyncio.get_running_loop()
+        self._ready: asyncio.Future[None] = self._loop.create_future()
+        self._reply: asyncio.Future[ResponseTracker] | None = None
+        self._tracker: ResponseTracker | None = None
+        self._sink: Sink | None = None
+        self._collected = bytearray()
+        self._close_reason = ""
+
+    # -- asyncio.Protocol -------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        if self._handshake is not None:
+            self._handshake_data(data)
+            return
+        tracker = self._tracker
+        if tracker is None or self._reply is None:
+            self._fail("server sent data while no command was in flight")
+            return
+        try:
+            used = tracker.feed(data)
+        except ProtocolError as exc:
+            self._fail(f"malformed reply: {exc}")
+            return
+        part = data if used == len(data) else memoryview(data)[:used]
+        if self._sink is not None:
+            self._sink(part)
+        else:
+            self._collected += part
+        if tracker.done or tracker.state is ResponseState.LOCAL_INFILE_REQUESTED:
+            if used != len(data):
+                self._fail("server sent bytes after the end of a reply")
+                return
+            self._finish_reply()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.broken = True
+        reason = self._close_reason or (f"connection lost: {exc}" if exc else "connection closed")
+        error = BackendError(self.endpoint, reason)
+        for future in (self._ready, self._reply):
+            if future is not None and not future.done():
+                future.set_exception(error)
+        self._transport = None
+
+    def pause_reading(self) -> None:
+        """Backpressure: the client is not reading, so stop reading from the pod."""
+        if self._transport is not None and not self.broken:
+            self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._transport is not None and not self.broken:
+            self._transport.resume_reading()
+
+    # -- handshake ----------------------------------------------------------------------
+
+    def _handshake_data(self, data: bytes) -> None:
+        handshake = self._handshake
+        assert handshake is not None
+        try:
+            events = handshake.receive_data(data)
+        except ProtocolError as exc:
+            self._fail(f"bad handshake from server: {exc}")
+            return
+        self._write(handshake.data_to_send())
+        for event in events:
+            if isinstance(event, Ready):
+                self._handshake = None
+                self.thread_id = event.connection_id
+                self.server_version = event.server_version
+                self.capabilities = Cap(event.capabilities)
+                self.status = ServerStatus(event.status)
+                if not self._ready.done():
+                    self._ready.set_result(None)
+            elif isinstance(event, Failed):
+                self._fail_ready(BackendError(self.endpoint, "login failed", event.error))
+            elif isinstance(event, TlsRequested):
+                self._fail_ready(BackendError(self.endpoint, "TLS to pods is not configured"))
+
+    def _fail_ready(self, error: BackendError) -> None:
+        if not self._ready.done():
+            self._ready.set_exception(error)
+        self.close(error.reason)
+
+    # -- requests ---------------------------------------------------------------------
+
+    def request(
+        self,
+        packet: bytes,
+        command: int,
+        sink: Sink | None = None,
+        *,
+        cursor: bool = False,
+    ) -> asyncio.Future[ResponseTracker]:
+        """Send one framed command; the future resolves when its reply is complete.
+
+        With a `sink`, reply bytes are handed to it as they arrive; without one they
+        are collected and available from `take_collected()`.
+        """
+        if self.broken or self._transport is None:
+            raise BackendError(self.endpoint, "connection is closed")
+        if self._reply is not None and not self._reply.done():
+            raise BackendError(self.endpoint, "a command is already in flight")
+        tracker = self._tracker
+        if tracker is None:
+            tracker = self._tracker = ResponseTracker(self.capabilities)
+        tracker.start(command, cursor=cursor)
+        self._sink = sink
+        self._collected = bytearray()
+        self._reply = self._loop.create_future()
+        self._transport.write(packet)
+        self.last_used_at = self._clock()
+        if tracker.done:
+            self._reply.set_result(tracker)
+        return self._reply
+
+    def send_more(self, packet: bytes | memoryview) -> None:
+        """Forward client bytes inside a running exchange (LOCAL INFILE data)."""
+        self._write(packet)
+
+    def infile_sent(self) -> asyncio.Future[ResponseTracker]:
+        """The client's LOCAL INFILE data is through: wait for the final OK/ERR."""
+        assert self._tracker is not None
+        self._tracker.infile_sent()
+        self._reply = self._loop.create_future()
+        return self._reply
+
+    def take_collected(self) -> bytes:
+        data = bytes(self._collected)
+        self._collected = bytearray()
+        return data
+
+    async def query(self, sql: bytes, timeout: float) -> list[list[bytes | None]]:
+        """Run one of the proxy's own statements; return its rows, raise on ERR."""
+        async with asyncio.timeout(timeout):
+            tracker = await self.request(frame(cmd.build_query(sql), 0), Command.COM_QUERY)
+        data = self.take_collected()
+        outcome = tracker.outcome
+        assert outcome is not None
+        if outcome.error_code:
+            raise MySQLError(outcome.error_code, outcome_message(outcome.payload))
+        return decode_text_rows(data, self.capabilities)
+
+    def _finish_reply(self) -> None:
+        tracker = self._tracker
+        reply = self._reply
+        assert tracker is not None and reply is not None
+        outcome = tracker.outcome
+        if outcome is not None and outcome.status is not None:
+            self.status = outcome.status
+        self._sink = None
+        if not reply.done():
+            reply.set_result(tracker)
+
+    # -- lifetime -------------------------------------------------------------------
+
+    @property
+    def in_transaction(self) -> bool:
+        return bool(self.status & ServerStatus.SERVER_STATUS_IN_TRANS)
+
+    @property
+    def busy(self) -> bool:
+        return self._reply is not None and not self._reply.done()
+
+    def age(self) -> float:
+        return self._clock() - self.created_at
+
+    def idle_for(self) -> float:
+        return self._clock() - self.last_used_at
+
+    def close(self, reason: str = "closed by proxy") -> None:
+        """Close now. A connection closed mid-reply is never reused."""
+        self.broken = True
+        self._close_reason = reason
+        if self._transport is not None:
+            self._transport.close()
+
+    def abort(self, reason: str) -> None:
+        self.broken = True
+        self._close_reason = reason
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _fail(self, reason: str) -> None:
+        logger.warning("backend %s: %s; closing", self.endpoint.pod, reason)
+        self.abort(reason)
+
+    def _write(self, data: bytes | memoryview) -> None:
+        if data and self._transport is not None:
+            self._transport.write(data)
+
+    async def wait_ready(self) -> None:
+        await self._ready
+
+
+def outcome_message(payload: bytes) -> str:
+    """The message text of an ERR payload (header, code, optional SQLSTATE)."""
+    text = payload[3:]
+    if text[:1] == b"#":
+        text = text[6:]
+    return text.decode("utf-8", "replace")
+
+
+async def open_backend(
+    endpoint: Endpoint,
+    key: PoolKey,
+    handshake: ClientHandshake,
+    *,
+    connect_timeout: float,
+) -> BackendConnection:
+    """Connect and log in, under one timeout."""
+    loop = asyncio.get_running_loop()
+    conn: BackendConnection | None = None
+    try:
+        async with asyncio.timeout(connect_timeout):
+            _, conn = await loop.create_connection(
+                lambda: BackendConnection(endpoint, key, handshake), endpoint.host, endpoint.port
+            )
+            await conn.wait_ready()
+    except TimeoutError:
+        if conn is not None:
+            conn.abort("connect timeout")
+        raise BackendError(endpoint, f"no login within {connect_timeout:g} s") from None
+    except OSError as exc:
+        raise BackendError(endpoint, f"cannot connect: {exc.strerror or exc}") from None
+    return conn
+
+
+DEFAULT_CHARACTER_SET = CharacterSet.UTF8MB4_GENERAL_CI

@@ -1,0 +1,158 @@
+"""The application side of one proxied connection: bytes in, packets out.
+
+`ClientConnection` is the `asyncio.Protocol` for an application's socket. Before
+login it hands raw bytes to the session (the handshake state machine does its own
+framing); afterwards a `PacketFramer` cuts them into command packets, bounded by
+`max_allowed_packet`. It also carries backpressure: when the application stops
+reading, the transport calls `pause_writing()`, and the connection pauses whatever
+backend is streaming to it until `resume_writing()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from typing import cast
+
+from proxy.protocol.errors import ProtocolError
+from proxy.protocol.framing import Packet, PacketFramer
+
+
+class ClientConnection(asyncio.Protocol):
+    """See the module docstring."""
+
+    def __init__(self, on_connect: Callable[[ClientConnection], None], max_packet: int) -> None:
+        self._on_connect = on_connect
+        self.framer = PacketFramer(max_packet)
+        self.transport: asyncio.Transport | None = None
+        self.peer = "unknown"
+        self.closed = False
+        self.protocol_error: ProtocolError | None = None
+        self.bytes_out = 0
+        self.bytes_in = 0
+        self.idle_timed_out = False
+        self._raw: bytearray | None = bytearray()
+        self._packets: deque[Packet] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._paused_by: Callable[[bool], None] | None = None
+        self._writing_paused = False
+
+    # -- asyncio.Protocol -------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple):
+            self.peer = str(peer[0])
+        self._on_connect(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.bytes_in += len(data)
+        if self._raw is not None:
+            self._raw += data
+        else:
+            try:
+                self._packets.extend(self.framer.feed(data))
+            except ProtocolError as exc:
+                self.protocol_error = exc
+                if self.transport is not None:
+                    self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self.closed = True
+        self._wake()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.transport = None
+        self._wake()
+        if self._paused_by is not None:
+            self._paused_by(False)
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+        if self._paused_by is not None:
+            self._paused_by(True)
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        if self._paused_by is not None:
+            self._paused_by(False)
+
+    # -- used by the session --------------------------------------------------------
+
+    def set_backpressure_target(self, callback: Callable[[bool], None] | None) -> None:
+        """`callback(True)` pauses the backend streaming to us, `False` resumes it."""
+        self._paused_by = callback
+        if callback is not None and self._writing_paused:
+            callback(True)
+
+    async def read_raw(self) -> bytes | None:
+        """Handshake phase: whatever bytes arrived, or None when the client left."""
+        while True:
+            if self._raw:
+                data = bytes(self._raw)
+                self._raw.clear()
+                return data
+            if self.closed:
+                return None
+            await self._wait()
+
+    def start_command_phase(self, early: bytes = b"") -> None:
+        """Switch from raw bytes to framed packets (after a successful login).
+
+        `early` holds command bytes that came with the last handshake packet.
+        """
+        leftover = early + bytes(self._raw or b"")
+        self._raw = None
+        if leftover:
+            self.data_received(leftover)
+
+    def next_packet_nowait(self) -> Packet | None:
+        return self._packets.popleft() if self._packets else None
+
+    async def next_packet(self, idle_timeout: float | None = None) -> Packet | None:
+        """The next client packet; None when the client left, broke framing, or sent
+        nothing for `idle_timeout` seconds (then `idle_timed_out` is set)."""
+        while True:
+            if self._packets:
+                return self._packets.popleft()
+            if self.closed or self.protocol_error is not None:
+                return None
+            if idle_timeout is None:
+                await self._wait()
+                continue
+            try:
+                async with asyncio.timeout(idle_timeout):
+                    await self._wait()
+            except TimeoutError:
+                self.idle_timed_out = True
+                return None
+
+    def write(self, data: bytes | memoryview) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+            self.bytes_out += len(data)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    async def _wait(self) -> None:
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)

@@ -1,0 +1,298 @@
+"""The listener, the registry of sessions, and what sessions share (`ProxyContext`).
+
+Theory of operation
+-------------------
+`ProxyServer` accepts TCP connections, gives each a proxy connection id (what the
+client sees as `CONNECTION_ID()` in the handshake and what `KILL` names) and a
+`Session` task, and keeps a registry of them (on Python 3.11 `Server.wait_closed()`
+does not wait for connections, so draining needs its own list). Connections over
+`max_connections` get ERR 1040 before the handshake.
+
+`ProxyContext` is the one object sessions reach the rest of the proxy through:
+configuration, pools, the current topology, credentials learned at login (to log in
+to the pods as the same user), metrics, and the proxy's own statements. Sessions do
+not import the topology manager or the server: tests can build a context by hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Callable
+
+from proxy.backend import BASE_CAPABILITIES, BackendConnection, BackendError, PoolKey, open_backend
+from proxy.client import ClientConnection
+from proxy.config import Config
+from proxy.metrics import Metrics
+from proxy.pool import PoolLimits, PoolSet
+from proxy.protocol import packets
+from proxy.protocol.auth import BackendCredential, StoredCredential
+from proxy.protocol.constants import Capability, ErrorCode
+from proxy.protocol.errors import MySQLError
+from proxy.protocol.framing import frame
+from proxy.protocol.handshake import ClientHandshake, ServerHandshake
+from proxy.routing.classify import Classification
+from proxy.ryw import ReadYourWrites
+from proxy.session import Session
+from proxy.topology.manager import TopologyManager
+from proxy.topology.model import Endpoint, Topology
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SERVER_VERSION = "10.11.0-MariaDB-rwproxy"
+
+
+class ProxyContext:
+    """Everything a session needs from the rest of the proxy; see the module docstring."""
+
+    def __init__(
+        self,
+        config: Config,
+        topology: TopologyManager,
+        credentials: Callable[[str], StoredCredential | None],
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.config = config
+        self.manager = topology
+        self.metrics = metrics or Metrics()
+        self.draining = False
+        self.sessions: dict[int, Session] = {}
+        self.user_sessions: dict[str, int] = {}
+        self._user_limits = {u.name: u.max_connections for u in config.users}
+        self._stored_credentials = credentials
+        self._backend_credentials: dict[str, BackendCredential] = {}
+        self._round_robin = itertools.count()
+        pool = config.pool
+        self.pools = PoolSet(
+            self._open_backend,
+            PoolLimits(
+                max_size=pool.max_size,
+                min_idle=pool.min_idle,
+                connect_timeout=pool.connect_timeout_seconds,
+                pool_timeout=pool.pool_timeout_seconds,
+                idle_timeout=pool.idle_timeout_seconds,
+                max_lifetime=pool.max_lifetime_seconds,
+            ),
+        )
+        routing = config.routing
+        self.ryw = ReadYourWrites(
+            routing.read_your_writes_timeout_seconds, pool.connect_timeout_seconds
+        )
+        topology.subscribe(self._topology_changed)
+
+    # -- topology ---------------------------------------------------------------------
+
+    def topology(self) -> Topology:
+        return self.manager.current
+
+    async def wait_for_writer(self) -> Endpoint:
+        timeout = self.config.routing.writer_wait_timeout_seconds
+        endpoint = await self.manager.wait_for_writer(timeout)
+        if endpoint is None:
+            problem = self.topology().writer_problem or "unknown"
+            writer = self.config.discovery.writer
+            raise MySQLError(
+                ErrorCode.ER_OPTION_PREVENTS_STATEMENT
+                if "read_only" in problem
+                else ErrorCode.CR_CONN_HOST_ERROR,
+                f"rwproxy: no writer available after {timeout:g} s (writer: {writer}; {problem})",
+            )
+        return endpoint
+
+    def pick_reader(self, readers: tuple[Endpoint, ...]) -> Endpoint | None:
+        """Least outstanding connections first, round-robin among equals."""
+        if not readers:
+            return None
+        load = {ep: 0 for ep in readers}
+        for pool in self.pools.pools():
+            if pool.endpoint in load:
+                load[pool.endpoint] += pool.stats().in_use
+        start = next(self._round_robin) % len(readers)
+        ordered = readers[start:] + readers[:start]
+        return min(ordered, key=load.__getitem__)
+
+    def report_failure(self, endpoint: Endpoint) -> None:
+        self.manager.report_failure(endpoint)
+
+    def _topology_changed(self, old: Topology, new: Topology) -> None:
+        for pod, endpoint in old.pods.items():
+            if new.pods.get(pod) != endpoint:
+                logger.info("pod %s left %s: retiring its pools", pod, endpoint.address)
+                self.pools.retire_endpoint(endpoint)
+
+    # -- logins -----------------------------------------------------------------------
+
+    def new_server_handshake(self, connection_id: int, peer: str) -> ServerHandshake:
+        return ServerHandshake(
+            server_version=self.server_version(),
+            connection_id=connection_id,
+            credentials_for=self._stored_credentials,
+            client_host=peer,
+            max_packet_size=self.config.max_allowed_packet,
+            auto_ok=False,
+        )
+
+    def server_version(self) -> str:
+        topology = self.topology()
+        if topology.writer is not None:
+            health = topology.health.get(topology.writer.pod)
+            if health is not None and health.version:
+                return health.version
+        for health in topology.health.values():
+            if health.version:
+                return health.version
+        return DEFAULT_SERVER_VERSION
+
+    def user_connection_limit(self, user: str) -> int:
+        """The user's own limit, else the global per-user one; 0 means none."""
+        return self._user_limits.get(user) or self.config.max_connections_per_user
+
+    def remember_credential(self, user: str, credential: BackendCredential) -> None:
+        self._backend_credentials[user] = credential
+
+    async def _open_backend(self, endpoint: Endpoint, key: PoolKey) -> BackendConnection:
+        credential = self._backend_credentials.get(key.user)
+        if credential is None:
+            raise BackendError(endpoint, f"no credential for user '{key.user}'")
+        handshake = ClientHandshake(
+            username=key.user,
+            credential=credential,
+            database=None,
+            capabilities=BASE_CAPABILITIES | Capability(key.wire_capabilities),
+            character_set=key.character_set,
+            connect_attrs={"program_name": "rwproxy"},
+        )
+        try:
+            return await open_backend(
+                endpoint,
+                key,
+                handshake,
+                connect_timeout=self.config.pool.connect_timeout_seconds,
+            )
+        except BackendError as exc:
+            if exc.error is not None and exc.error.code == ErrorCode.ER_ACCESS_DENIED_ERROR:
+                raise MySQLError(exc.error.code, exc.error.message) from None
+            raise
+
+    # -- the proxy's own statements and KILL ----------------------------------------
+
+    def admin_statement(self, session: Session, sql: bytes, c: Classification) -> bool:
+        """Answer statements addressed to the proxy itself; False: not one of those.
+
+        Runs on every COM_QUERY: anything whose first keyword is not SHOW leaves at once.
+        """
+        if c.first_keyword != "show":
+            return False
+        from proxy import admin  # here, not at the top: admin imports this module's types
+
+        return admin.answer(self, session, sql)
+
+    async def kill(self, session: Session, target_id: int, *, query_only: bool) -> None:
+        target = self.sessions.get(target_id)
+        if target is None or target.user != session.user:
+            raise MySQLError(ErrorCode.ER_NO_SUCH_THREAD, f"Unknown thread id: {target_id}")
+        for conn in target.held_connections():
+            if conn.busy:
+                await self._kill_on_backend(conn, session)
+        if not query_only and target is not session:
+            target.client.abort()
+
+    async def _kill_on_backend(self, conn: BackendConnection, session: Session) -> None:
+        assert session.key is not None
+        pool = self.pools.pool(conn.endpoint, session.key)
+        killer = await pool.acquire()
+        try:
+            await killer.query(f"KILL QUERY {conn.thread_id}".encode(), 5.0)
+        finally:
+            pool.release(killer)
+
+
+class ProxyServer:
+    """The listening socket and the sessions it started."""
+
+    def __init__(self, ctx: ProxyContext) -> None:
+        self.ctx = ctx
+        self._ids = itertools.count(1)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        listen = self.ctx.config.listen
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self._new_client, listen.host, listen.port, reuse_address=True, backlog=1024
+        )
+        logger.info("listening on %s:%d", listen.host, self.port)
+
+    def _new_client(self) -> ClientConnection:
+        return ClientConnection(self._start_session, self.ctx.config.max_allowed_packet)
+
+    def _start_session(self, client: ClientConnection) -> None:
+        metrics = self.ctx.metrics
+        if self.ctx.draining or len(self.ctx.sessions) >= self.ctx.config.max_connections:
+            self._refuse(client, "draining" if self.ctx.draining else "max_connections")
+            return
+        connection_id = next(self._ids)
+        session = Session(client, self.ctx, connection_id)
+        self.ctx.sessions[connection_id] = session
+        metrics.client_connections_total.inc()
+        metrics.client_connections.inc()
+        task = asyncio.get_running_loop().create_task(session.run())
+        self._tasks.add(task)
+
+        def done(task: asyncio.Task[None]) -> None:
+            # One callback, so that no scrape sees the bytes both live and closed (or neither).
+            metrics.session_closed(client.bytes_in, client.bytes_out)
+            self._session_done(task, connection_id)
+
+        task.add_done_callback(done)
+
+    def _refuse(self, client: ClientConnection, reason: str) -> None:
+        self.ctx.metrics.refused(reason)
+        if reason == "draining":
+            code, message = ErrorCode.ER_SERVER_SHUTDOWN, "rwproxy is shutting down"
+        else:
+            code, message = ErrorCode.ER_CON_COUNT_ERROR, "Too many connections"
+        client.write(frame(packets.build_err(code, message, None, Capability(0)), 0))
+        client.close()
+
+    def _session_done(self, task: asyncio.Task[None], connection_id: int) -> None:
+        self._tasks.discard(task)
+        self.ctx.sessions.pop(connection_id, None)
+        self.ctx.metrics.client_connections.dec()
+
+    async def stop_accepting(self) -> None:
+        """Close the listening socket: new connections are refused by the kernel from now on."""
+        if self._server is not None:
+            self._server.close()
+
+    async def drain(self, timeout: float) -> None:
+        """Refuse new clients, close idle ones, let busy ones finish up to `timeout`, cancel others.
+
+        A session leaves by itself after its current command once no transaction is open
+        (`ctx.draining`), so only transactions the client never ends reach the timeout.
+        """
+        self.ctx.draining = True
+        await self.stop_accepting()
+        idle = [s for s in self.ctx.sessions.values() if not s.busy]
+        for session in idle:
+            session.client.close()
+        busy = len(self.ctx.sessions) - len(idle)
+        logger.info("drain: closed %d idle clients, waiting for %d busy ones", len(idle), busy)
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=timeout)
+            if pending:
+                logger.warning(
+                    "drain: %d sessions still busy after %g s, closing them", len(pending), timeout
+                )
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1.0)
+        self.ctx.pools.close_all()

@@ -1,0 +1,768 @@
+"""One application session: login, then each command classified, routed and relayed.
+
+Theory of operation
+-------------------
+A `Session` is one task per application connection. It authenticates the client
+itself (the pure `ServerHandshake`), then loops: take the next command packet, find
+the backend connection it must run on, send it, and let the backend connection
+stream the reply straight to the client socket (`BackendConnection.request` with the
+client as sink). Rows are never decoded. When the reply ends, the final status flags
+tell the session whether it is now inside a transaction (the truth, whatever the SQL
+text said) and whether autocommit is on.
+
+Backend connections are held per role, lazily: at most one writer connection and one
+replica connection, taken from the pools on first use and kept for the life of the
+session (as MaxScale's readwritesplit does), so a statement costs no pool traffic.
+They go back to their pools when the session ends; one whose server state was
+touched is reset first (the pool does that).
+
+Session state that must hold on every backend (schema, replayable `SET`s) is a list
+of statements with a version number; a connection carries the version it has applied
+and is brought up to date before it runs anything (`_sync`). State that cannot be
+reproduced elsewhere pins the session to the writer (`Classification.pin`).
+
+Read-your-writes (`routing.read_your_writes: gtid`): after the session wrote, its
+next replica read first asks the writer connection for the GTID of that write
+(`@@last_gtid` on MariaDB, `@@global.gtid_executed` on MySQL) and waits on the
+replica (`MASTER_GTID_WAIT` / `WAIT_FOR_EXECUTED_GTID_SET`) up to the configured
+timeout; if the replica does not catch up in time the read goes to the writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from proxy.backend import WIRE_CAPABILITIES, BackendConnection, BackendError, PoolKey
+from proxy.logs import SampledLog
+from proxy.pool import Pool
+from proxy.prepared import PreparedStatements
+from proxy.protocol import commands as cmd
+from proxy.protocol import packets
+from proxy.protocol.constants import Capability, Command, ErrorCode, ServerStatus
+from proxy.protocol.errors import MySQLError
+from proxy.protocol.framing import Packet, frame
+from proxy.protocol.handshake import Authenticated, Rejected, ServerEvent, ServerHandshake
+from proxy.protocol.response import ResponseTracker
+from proxy.routing.classify import Classification, PinCause, StatementKind, classify
+from proxy.routing.router import RouteDecision, SessionView, Target, route
+from proxy.topology.model import Endpoint
+
+if TYPE_CHECKING:
+    from proxy.client import ClientConnection
+    from proxy.server import ProxyContext
+
+logger = logging.getLogger(__name__)
+_statement_log = SampledLog(logger)  # per-statement DEBUG lines, rate-limited
+
+MAX_REPLAYED_STATEMENTS = 64
+KILL_STATEMENT = re.compile(
+    rb"\s*KILL\s+(?:(?:HARD|SOFT)\s+)?(CONNECTION\s+|QUERY\s+)?(\d+)\s*;?\s*\Z", re.IGNORECASE
+)
+
+
+class ClientGone(Exception):
+    """The application closed its connection or broke the protocol."""
+
+
+@dataclass(slots=True)
+class Held:
+    """A backend connection the session holds, and the pool it came from."""
+
+    pool: Pool
+    conn: BackendConnection
+
+
+@dataclass(slots=True)
+class SessionState:
+    """Server-side state the session needs on every backend it uses."""
+
+    schema: str | None = None
+    replay: dict[bytes, bytes] = field(default_factory=dict)  # key -> statement
+    version: int = 0
+    pins: set[PinCause] = field(default_factory=set)
+
+    def change(self) -> None:
+        self.version += 1
+
+
+class Session:
+    """See the module docstring."""
+
+    def __init__(self, client: ClientConnection, ctx: ProxyContext, connection_id: int) -> None:
+        self.client = client
+        self.ctx = ctx
+        self.connection_id = connection_id
+        self.user = ""
+        self.capabilities = Capability(0)
+        self.key: PoolKey | None = None
+        self.state = SessionState()
+        self.status = ServerStatus.SERVER_STATUS_AUTOCOMMIT
+        self._writer: Held | None = None
+        self._reader: Held | None = None
+        self._txn: BackendConnection | None = None
+        self._last: BackendConnection | None = None
+        self._unconfirmed_write = False
+        self._active: BackendConnection | None = None
+        self._in_command = False
+        self._handshake: ServerHandshake | None = None
+        self.current_sql = b""
+        self._handlers: dict[int, Callable[[Packet], Awaitable[None]]] = {
+            Command.COM_QUERY: self._on_query,
+            Command.COM_PING: self._on_ping,
+            Command.COM_INIT_DB: self._on_init_db,
+            Command.COM_RESET_CONNECTION: self._on_reset_connection,
+            Command.COM_FIELD_LIST: self._on_read_command,
+            Command.COM_STATISTICS: self._on_writer_command,
+            Command.COM_SET_OPTION: self._on_set_option,
+            Command.COM_PROCESS_KILL: self._on_process_kill,
+            Command.COM_CHANGE_USER: self._on_change_user,
+        }
+        self.statements = PreparedStatements(self)
+
+    # -- life -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            handshake = await self._login()
+            if handshake is not None:
+                self.client.start_command_phase(handshake.trailing_data)
+                await self._command_loop()
+        except ClientGone:
+            logger.debug("client %s left", self.connection_id)
+        except Exception:
+            logger.exception("session %s failed", self.connection_id)
+        finally:
+            self._release_all()
+            self._forget_user()
+            self.client.close()
+
+    def _forget_user(self) -> None:
+        if self.user:
+            left = self.ctx.user_sessions.get(self.user, 1) - 1
+            if left > 0:
+                self.ctx.user_sessions[self.user] = left
+            else:
+                self.ctx.user_sessions.pop(self.user, None)
+
+    async def _login(self) -> ServerHandshake | None:
+        """Authenticate the client; the handshake when it succeeded."""
+        handshake = self.ctx.new_server_handshake(self.connection_id, self.client.peer)
+        self.client.write(handshake.data_to_send())
+        try:
+            async with asyncio.timeout(self.ctx.config.handshake_timeout_seconds):
+                accepted = await self._login_exchange(handshake)
+        except TimeoutError:
+            logger.info("client %s: no login within the handshake timeout", self.client.peer)
+            self.ctx.metrics.refused("handshake_timeout")
+            return None
+        return handshake if accepted else None
+
+    async def _login_exchange(self, handshake: ServerHandshake) -> bool:
+        while True:
+            data = await self.client.read_raw()
+            if data is None:
+                return False
+            accepted = self._decide(handshake, handshake.receive_data(data))
+            if accepted is not None:
+                return accepted
+
+    def _decide(self, handshake: ServerHandshake, events: list[ServerEvent]) -> bool | None:
+        """Accept or refuse a finished authentication; None while it goes on."""
+        decision: bool | None = None
+        for event in events:
+            if isinstance(event, Authenticated):
+                decision = self._admit(handshake, event)
+            elif isinstance(event, Rejected):
+                logger.warning("refused login from %s: %s", self.client.peer, event.error)
+                self.ctx.metrics.refused("auth_failed")
+                decision = False
+        self.client.write(handshake.data_to_send())
+        return decision
+
+    def _admit(self, handshake: ServerHandshake, event: Authenticated) -> bool:
+        limit = self.ctx.user_connection_limit(event.username)
+        if limit and self.ctx.user_sessions.get(event.username, 0) >= limit:
+            handshake.reject(
+                MySQLError(
+                    ErrorCode.ER_TOO_MANY_USER_CONNECTIONS,
+                    f"User '{event.username}' has exceeded the max_connections limit ({limit})",
+                )
+            )
+            self.ctx.metrics.client_refused_total.labels("max_connections_per_user").inc()
+            return False
+        handshake.accept(self.status)
+        self._handshake = handshake
+        self._accept(event)
+        return True
+
+    def _accept(self, event: Authenticated) -> None:
+        self.ctx.user_sessions[event.username] = self.ctx.user_sessions.get(event.username, 0) + 1
+        self.user = event.username
+        self.capabilities = Capability(event.capabilities)
+        self.state.schema = event.database or None
+        self.ctx.remember_credential(event.username, event.backend_credential)
+        self.key = PoolKey(
+            event.username,
+            int(self.capabilities & WIRE_CAPABILITIES),
+            event.character_set,
+        )
+
+    async def _on_change_user(self, packet: Packet) -> None:
+        """COM_CHANGE_USER: authenticate again, then start over as a fresh session."""
+        handshake = self._handshake
+        assert handshake is not None
+        events = handshake.begin_change_user(packet.payload)
+        while True:
+            accepted = self._decide_change(handshake, events)
+            if accepted is not None:
+                if not accepted:
+                    raise ClientGone
+                return
+            more = await self.client.next_packet()
+            if more is None:
+                raise ClientGone
+            events = handshake.receive_data(frame(more.payload, more.seq))
+
+    def _decide_change(self, handshake: ServerHandshake, events: list[ServerEvent]) -> bool | None:
+        if any(isinstance(e, Authenticated) for e in events):
+            self._release_all()
+            self._forget_user()
+            self.user = ""
+            self.state = SessionState()
+            self.status = ServerStatus.SERVER_STATUS_AUTOCOMMIT
+            self.statements.reset()
+        return self._decide(handshake, events)
+
+    async def _command_loop(self) -> None:
+        client = self.client
+        idle_timeout = self.ctx.config.client_idle_timeout_seconds
+        while True:
+            packet = await client.next_packet(idle_timeout)
+            if packet is None:
+                if client.idle_timed_out:
+                    logger.info(
+                        "closing client %s: idle for %g s", self.connection_id, idle_timeout
+                    )
+                if client.protocol_error is not None:
+                    self._send_error(
+                        ErrorCode.ER_NET_PACKET_TOO_LARGE
+                        if "max_allowed_packet" in str(client.protocol_error)
+                        else ErrorCode.ER_MALFORMED_PACKET,
+                        f"rwproxy: {client.protocol_error}",
+                        seq=1,
+                    )
+                return
+            if packet.seq != 0:
+                self._send_error(
+                    ErrorCode.ER_NET_PACKETS_OUT_OF_ORDER, "Got packets out of order", seq=1
+                )
+                return
+            if not packet.payload:
+                self._send_error(ErrorCode.ER_MALFORMED_PACKET, "Empty command packet")
+                continue
+            code = packet.payload[0]
+            if code == Command.COM_QUIT:
+                return
+            handler = self._handlers.get(code) or self.statements.handler_for(code)
+            if handler is None:
+                self._send_error(ErrorCode.ER_UNKNOWN_COM_ERROR, _unknown_command_text(code))
+                continue
+            await self._run_command(handler, packet)
+            if self.ctx.draining and self._txn is None:
+                return  # shutting down: the transaction (if any) is over, say goodbye
+
+    async def _run_command(self, handler: Callable[[Packet], Awaitable[None]], pkt: Packet) -> None:
+        self._in_command = True
+        try:
+            await handler(pkt)
+        except MySQLError as exc:
+            self._send_error(exc.code, exc.message, sqlstate=exc.sqlstate)
+        except BackendError as exc:
+            self._send_error(ErrorCode.CR_SERVER_LOST, f"rwproxy: backend {exc}")
+        finally:
+            self._in_command = False
+
+    # -- COM_QUERY ----------------------------------------------------------------------
+
+    async def _on_query(self, packet: Packet) -> None:
+        sql = self.current_sql = packet.payload[1:]
+        c = classify(sql)
+        if self.ctx.admin_statement(self, sql, c):
+            return
+        if c.first_keyword == "kill":
+            await self._on_kill_statement(sql)
+            return
+        decision = route(c, self.view())
+        await self.execute(packet, Command.COM_QUERY, c, decision)
+
+    async def _on_kill_statement(self, sql: bytes) -> None:
+        """`KILL [QUERY] <id>` names a *proxy* connection id: never pass it to a pod,
+        where the same number is some other client's backend thread."""
+        match = KILL_STATEMENT.match(sql)
+        if match is None:
+            raise MySQLError(
+                ErrorCode.ER_NOT_SUPPORTED_YET,
+                "rwproxy: only KILL [CONNECTION | QUERY] <connection id> is supported",
+            )
+        query_only = (match.group(1) or b"").upper().startswith(b"QUERY")
+        target = int(match.group(2))
+        await self.ctx.kill(self, target, query_only=query_only)
+        if target == self.connection_id and not query_only:
+            raise ClientGone
+        self.send_ok()
+
+    def view(self) -> SessionView:
+        topology = self.ctx.topology()
+        return SessionView(
+            in_transaction=self._txn is not None,
+            transaction_on_reader=self._txn is not None
+            and self._reader is not None
+            and self._txn is self._reader.conn,
+            autocommit=bool(self.status & ServerStatus.SERVER_STATUS_AUTOCOMMIT),
+            pins=frozenset(self.state.pins),
+            readers_available=bool(topology.readers),
+            writer_available=topology.writer is not None,
+            has_last_backend=self._last is not None and not self._last.broken,
+        )
+
+    async def execute(
+        self,
+        packet: Packet,
+        command: int,
+        c: Classification,
+        decision: RouteDecision,
+        *,
+        cursor: bool = False,
+    ) -> None:
+        """Run one client command where `decision` says and relay its reply.
+
+        A read outside a transaction whose replica failed before a single byte of the
+        reply reached the client is retried once elsewhere: nothing was seen, and a
+        read has no effect to duplicate.
+        """
+        started = time.perf_counter()
+        data = frame(packet.payload, 0)
+        conn, target = await self._backend_for(decision.target, c)
+        try:
+            tracker = await self._relay(conn, data, command, c, cursor=cursor)
+        except BackendError:
+            if target is not Target.READER or not self.ctx.config.routing.retry_reads:
+                raise
+            logger.info("read on %s failed before any reply: retrying once", conn.endpoint)
+            self.ctx.metrics.retry("reader_failed")
+            conn, target = await self._backend_for(Target.READER, c, avoid=conn.endpoint)
+            tracker = await self._relay(conn, data, command, c, cursor=cursor)
+        seconds = time.perf_counter() - started
+        failed = bool(getattr(tracker.outcome, "error_code", 0))
+        self.ctx.metrics.statement(target, conn.endpoint.pod, command, c.first_keyword)
+        self.ctx.metrics.statement_done(target, seconds, failed)
+        _statement_log.debug(
+            "session %d: %s %s on %s (%s) %.2f ms",
+            self.connection_id,
+            c.first_keyword,
+            target.value,
+            conn.endpoint.pod,
+            decision.rule,
+            seconds * 1000,
+        )
+        self._after(conn, c, tracker.outcome)
+
+    async def _relay(
+        self,
+        conn: BackendConnection,
+        data: bytes,
+        command: int,
+        c: Classification | None,
+        *,
+        cursor: bool = False,
+    ) -> ResponseTracker:
+        start_out = self.client.bytes_out
+        self._active = conn
+        self.client.set_backpressure_target(self._pause_backend)
+        try:
+            tracker = await conn.request(data, command, self.client.write, cursor=cursor)
+            while tracker.state.name == "LOCAL_INFILE_REQUESTED":
+                await self._relay_infile(conn)
+                tracker = await conn.infile_sent()
+        except BackendError:
+            self._backend_failed(conn)
+            if self.client.bytes_out != start_out:
+                raise ClientGone from None  # half a reply went out: the stream is lost
+            raise
+        finally:
+            self._active = None
+            self.client.set_backpressure_target(None)
+        return tracker
+
+    def _pause_backend(self, paused: bool) -> None:
+        conn = self._active
+        if conn is not None:
+            conn.pause_reading() if paused else conn.resume_reading()
+
+    async def _relay_infile(self, conn: BackendConnection) -> None:
+        """Forward the client's LOCAL INFILE packets up to and including the empty one."""
+        while True:
+            packet = await self.client.next_packet()
+            if packet is None:
+                conn.abort("client left during LOAD DATA LOCAL INFILE")
+                raise ClientGone
+            conn.send_more(frame(packet.payload, packet.seq))
+            if not packet.payload:
+                return
+
+    def _after(
+        self, conn: BackendConnection, c: Classification | None, outcome: object | None
+    ) -> None:
+        """Learn from a finished reply: transaction state, pins, session state."""
+        status = getattr(outcome, "status", None)
+        error_code = getattr(outcome, "error_code", 0)
+        ok = not error_code
+        if error_code == ErrorCode.ER_OPTION_PREVENTS_STATEMENT:
+            self._misroute_signal(conn)
+        if status is not None:
+            self.status = ServerStatus(status)
+        self._last = conn
+        if self._txn is not None and not conn.in_transaction:
+            self.ctx.metrics.transaction_ended(c.kind if c is not None else None)
+        self._txn = conn if conn.in_transaction else None
+        if c is None or not ok:
+            return
+        self._learn(conn, c)
+
+    def _learn(self, conn: BackendConnection, c: Classification) -> None:
+        kind = c.kind
+        if c.pin is not None:
+            self._pin(c.pin)
+        if c.unpin is not None:
+            self.state.pins.discard(c.unpin)
+        if kind not in (StatementKind.READ, StatementKind.READ_ON_WRITER):
+            conn.server.needs_reset = conn.server.needs_reset or _touches_session(c)
+        if self._writer is not None and conn is self._writer.conn and kind not in _READS:
+            self._unconfirmed_write = True
+        if kind is StatementKind.SESSION:
+            self._record_session_change(conn, c)
+
+    def _record_session_change(self, conn: BackendConnection, c: Classification) -> None:
+        if not c.replay or len(self.state.replay) >= MAX_REPLAYED_STATEMENTS:
+            self._pin(PinCause.USER_VARIABLE)
+            return
+        sql = bytes(self.current_sql)
+        if c.first_keyword == "use":
+            self.state.schema = _schema_from_use(sql) or self.state.schema
+            conn.server.schema = self.state.schema
+        else:
+            key = replay_key(sql)
+            self.state.replay.pop(key, None)  # re-insert: the latest setting replays last
+            self.state.replay[key] = sql
+            conn.server.applied[key] = sql
+        self.state.change()
+        conn.server.state_version = self.state.version
+
+    def _misroute_signal(self, conn: BackendConnection) -> None:
+        """Error 1290 (read-only) from a pod we sent a write to: the topology is stale
+        (a demoted primary) or a rule is wrong. Either way: look again, loudly."""
+        logger.warning("pod %s refused a statement as read-only (1290)", conn.endpoint)
+        self.ctx.report_failure(conn.endpoint)
+
+    # -- other commands -------------------------------------------------------------
+
+    async def _on_ping(self, packet: Packet) -> None:
+        if self.ctx.draining:
+            self._send_error(ErrorCode.ER_SERVER_SHUTDOWN, "rwproxy is shutting down")
+            return
+        self.send_ok()
+
+    async def _on_init_db(self, packet: Packet) -> None:
+        schema = packet.payload[1:]
+        conn, _ = await self._backend_for(self._session_target(), None)
+        tracker = await self._relay(conn, frame(packet.payload, 0), Command.COM_INIT_DB, None)
+        self._after(conn, None, tracker.outcome)
+        if tracker.outcome is not None and not tracker.outcome.error_code:
+            self.state.schema = schema.decode("utf-8", "surrogateescape")
+            self.state.change()
+            conn.server.schema = self.state.schema
+            conn.server.state_version = self.state.version
+
+    async def _on_reset_connection(self, packet: Packet) -> None:
+        self._release_all()
+        self.state = SessionState(schema=self.state.schema)
+        self.status = ServerStatus.SERVER_STATUS_AUTOCOMMIT
+        self.statements.reset()
+        self.send_ok()
+
+    async def _on_read_command(self, packet: Packet) -> None:
+        decision = RouteDecision(Target.READER, "COM_FIELD_LIST reads metadata")
+        if not self.view().readers_available or self._txn is not None:
+            decision = RouteDecision(Target.TRANSACTION if self._txn else Target.WRITER, "")
+        conn, _ = await self._backend_for(decision.target, None)
+        tracker = await self._relay(conn, frame(packet.payload, 0), packet.payload[0], None)
+        self._after(conn, None, tracker.outcome)
+
+    async def _on_writer_command(self, packet: Packet) -> None:
+        target = Target.TRANSACTION if self._txn is not None else Target.WRITER
+        conn, _ = await self._backend_for(target, None)
+        tracker = await self._relay(conn, frame(packet.payload, 0), packet.payload[0], None)
+        self._after(conn, None, tracker.outcome)
+
+    async def _on_set_option(self, packet: Packet) -> None:
+        # Multi-statement mode is part of the wire flavour of a pooled connection;
+        # changing it mid-session is rare, so the session stays on the writer.
+        self._pin(PinCause.USER_VARIABLE)
+        await self._on_writer_command(packet)
+        if self._last is not None:
+            self._last.server.needs_reset = True
+
+    async def _on_process_kill(self, packet: Packet) -> None:
+        target_id = int.from_bytes(packet.payload[1:5], "little")
+        await self.ctx.kill(self, target_id, query_only=False)
+        self.send_ok()
+
+    # -- choosing and preparing backend connections ---------------------------------
+
+    def _session_target(self) -> Target:
+        if self._txn is not None:
+            return Target.TRANSACTION
+        return Target.WRITER
+
+    async def _backend_for(
+        self, target: Target, c: Classification | None, avoid: Endpoint | None = None
+    ) -> tuple[BackendConnection, Target]:
+        if target is Target.TRANSACTION and self._txn is not None and not self._txn.broken:
+            return self._txn, target
+        if target is Target.LAST and self._last is not None and not self._last.broken:
+            return self._last, target
+        if target is Target.READER:
+            conn = await self._reader_conn(avoid)
+            if conn is not None:
+                return conn, Target.READER
+        return await self._writer_conn(), Target.WRITER
+
+    async def _writer_conn(self) -> BackendConnection:
+        endpoint = self.ctx.topology().writer
+        held = self._writer
+        if held is not None and (held.conn.broken or held.conn.endpoint != endpoint):
+            self._release(held)
+            held = self._writer = None
+        if held is None:
+            if endpoint is None:
+                endpoint = await self.ctx.wait_for_writer()
+            held = self._writer = await self._acquire(endpoint)
+        await self._sync(held.conn)
+        return held.conn
+
+    async def _reader_conn(self, avoid: Endpoint | None = None) -> BackendConnection | None:
+        readers = tuple(r for r in self.ctx.topology().readers if r != avoid)
+        held = self._reader
+        if held is not None and (held.conn.broken or held.conn.endpoint not in readers):
+            self._release(held)
+            held = self._reader = None
+        if held is None:
+            endpoint = self.ctx.pick_reader(readers)
+            if endpoint is None:
+                return None
+            try:
+                held = self._reader = await self._acquire(endpoint)
+            except BackendError:
+                return None
+        await self._sync(held.conn)
+        if not await self._read_your_writes(held.conn):
+            return None
+        return held.conn
+
+    async def _acquire(self, endpoint: Endpoint) -> Held:
+        assert self.key is not None
+        pool = self.ctx.pools.pool(endpoint, self.key)
+        started = time.perf_counter()
+        try:
+            conn = await pool.acquire()
+        except BackendError:
+            self.ctx.report_failure(endpoint)
+            raise
+        self.ctx.metrics.pool_waited(endpoint.pod, time.perf_counter() - started)
+        return Held(pool, conn)
+
+    async def _sync(self, conn: BackendConnection) -> None:
+        """Bring `conn` to this session's state: schema and replayed statements."""
+        server = conn.server
+        if server.owner is self and server.state_version == self.state.version:
+            return
+        timeout = self.ctx.config.pool.connect_timeout_seconds
+        if self.state.schema is not None and server.schema != self.state.schema:
+            init_db = frame(cmd.build_init_db(self.state.schema.encode()), 0)
+            await self._internal(conn, init_db, Command.COM_INIT_DB)
+            server.schema = self.state.schema
+        if server.owner is not self:
+            server.applied.clear()
+        for key, sql in self.state.replay.items():
+            if server.applied.get(key) != sql:
+                server.needs_reset = True
+                await conn.query(sql, timeout)
+                server.applied[key] = sql
+        server.owner = self
+        server.state_version = self.state.version
+
+    async def _internal(self, conn: BackendConnection, data: bytes, command: int) -> None:
+        timeout = self.ctx.config.pool.connect_timeout_seconds
+        async with asyncio.timeout(timeout):
+            tracker = await conn.request(data, command)
+        payload = conn.take_collected()
+        outcome = tracker.outcome
+        if outcome is not None and outcome.error_code:
+            error = packets.parse_err(outcome.payload, conn.capabilities)
+            raise MySQLError(error.code, error.message, error.sqlstate)
+        del payload
+
+    async def _read_your_writes(self, reader: BackendConnection) -> bool:
+        """Wait until `reader` has this session's last write; False: use the writer."""
+        if not self._unconfirmed_write or self.ctx.config.routing.read_your_writes == "off":
+            return True
+        writer = self._writer.conn if self._writer is not None else None
+        if writer is None or writer.broken:
+            return False
+        gtid = await self.ctx.ryw.last_write_position(writer)
+        if not gtid:
+            self._unconfirmed_write = False
+            return True
+        if reader.server.confirmed_gtid == gtid:
+            return True
+        started = time.perf_counter()
+        caught_up = await self.ctx.ryw.wait_on_replica(reader, gtid)
+        if caught_up:
+            reader.server.confirmed_gtid = gtid
+        self.ctx.metrics.ryw_wait(caught_up, time.perf_counter() - started)
+        return caught_up
+
+    # -- failures and release --------------------------------------------------------
+
+    def _backend_failed(self, conn: BackendConnection) -> None:
+        for attr in ("_writer", "_reader"):
+            held: Held | None = getattr(self, attr)
+            if held is not None and held.conn is conn:
+                held.pool.discard(conn, "failed")
+                setattr(self, attr, None)
+        if self._txn is conn:
+            self._txn = None
+            self.ctx.metrics.transaction_aborted()
+        if self._last is conn:
+            self._last = None
+        self.ctx.report_failure(conn.endpoint)
+
+    def _release(self, held: Held) -> None:
+        conn = held.conn
+        if conn.busy or conn.broken:
+            held.pool.discard(conn, "released while busy")
+        else:
+            if conn.server.owner is self and self.state.version > 0:
+                conn.server.needs_reset = True
+            held.pool.release(conn)
+        if self._txn is conn:
+            self._txn = None
+        if self._last is conn:
+            self._last = None
+
+    def _release_all(self) -> None:
+        if self._txn is not None:
+            self.ctx.metrics.transaction_aborted()
+        for attr in ("_writer", "_reader"):
+            held = getattr(self, attr)
+            if held is not None:
+                self._release(held)
+                setattr(self, attr, None)
+        self._txn = None
+        self._last = None
+        self._unconfirmed_write = False
+
+    def _pin(self, cause: PinCause) -> None:
+        if cause not in self.state.pins:
+            self.state.pins.add(cause)
+            self.ctx.metrics.pin(cause)
+
+    @property
+    def last_endpoint(self) -> Endpoint | None:
+        """Where the previous statement ran (SHOW RWPROXY ROUTE's answer for Target.LAST)."""
+        last = self._last
+        return last.endpoint if last is not None and not last.broken else None
+
+    @property
+    def busy(self) -> bool:
+        """A command is running or a transaction is open: draining must wait for it."""
+        return self._in_command or self._active is not None or self._txn is not None
+
+    def held_connections(self) -> list[BackendConnection]:
+        return [h.conn for h in (self._writer, self._reader) if h is not None]
+
+    # -- replies the proxy makes itself ---------------------------------------------
+
+    def send_ok(self, seq: int = 1) -> None:
+        ok = packets.OkPacket(0, 0, self.status, 0)
+        self.client.write(frame(packets.build_ok(ok, self.capabilities), seq))
+
+    def _send_error(
+        self, code: int, message: str, *, sqlstate: str | None = None, seq: int = 1
+    ) -> None:
+        self.ctx.metrics.error(code)
+        payload = packets.build_err(code, message, sqlstate, self.capabilities)
+        self.client.write(frame(payload, seq))
+
+    send_error = _send_error
+
+
+# Statements after which a replica read needs no read-your-writes check. Cautious
+# reads (READ_ON_WRITER) are not among them: a stored function called from a SELECT
+# may have written.
+_READS = (StatementKind.READ, StatementKind.SESSION)
+
+_DML = frozenset({"insert", "update", "delete", "replace", "begin", "start", "commit", "rollback"})
+
+
+def _touches_session(c: Classification) -> bool:
+    """Whether a successful statement may leave state a reset must clear."""
+    return c.pin is not None or c.kind is StatementKind.SESSION or c.first_keyword not in _DML
+
+
+_SINGLE_ASSIGNMENT = re.compile(
+    rb"\s*SET\s+(?:SESSION\s+|LOCAL\s+)?(?:@@(?:SESSION\.|LOCAL\.)?)?(@?[A-Za-z0-9_$]+)\s*:?=[^,;]*;?\s*\Z",
+    re.IGNORECASE | re.DOTALL,
+)
+_CHARSET_STATEMENT = re.compile(rb"\s*SET\s+(NAMES|CHARACTER\s+SET|CHARSET)\b", re.IGNORECASE)
+
+
+def replay_key(sql: bytes) -> bytes:
+    """What a replayed statement sets, so a later setting of the same thing replaces it.
+
+    `SET autocommit=0` then `SET autocommit=1` keep one entry; so do `SET NAMES` and
+    `SET CHARACTER SET`. Anything more complex is its own key (its exact text).
+    """
+    match = _SINGLE_ASSIGNMENT.match(sql)
+    if match is not None:
+        return match.group(1).lower()
+    if _CHARSET_STATEMENT.match(sql) is not None:
+        return b"names"
+    return sql
+
+
+def _schema_from_use(sql: bytes) -> str | None:
+    text = sql.decode("utf-8", "surrogateescape").strip().rstrip(";").strip()
+    parts = text.split(None, 1)
+    if len(parts) != 2:
+        return None
+    name = parts[1].strip()
+    if len(name) >= 2 and name[0] == name[-1] == "`":
+        name = name[1:-1].replace("``", "`")
+    return name
+
+
+def _unknown_command_text(code: int) -> str:
+    try:
+        name = Command(code).name
+    except ValueError:
+        name = f"0x{code:02x}"
+    if code in (Command.COM_BINLOG_DUMP, Command.COM_BINLOG_DUMP_GTID, Command.COM_REGISTER_SLAVE):
+        return f"rwproxy: the replication protocol ({name}) is not supported through the proxy"
+    return f"rwproxy: unsupported command {name}"

@@ -222,6 +222,12 @@ class TopologyManager:
         self._last_refresh_at: float | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
+    def reconfigure(self, config: ManagerConfig | ProxySettings) -> None:
+        """Take a reloaded config: the health interval and writer rule apply from the next round."""
+        self._config = (
+            config if isinstance(config, ManagerConfig) else ManagerConfig.from_config(config)
+        )
+
     # -- reading -------------------------------------------------------------------------------
 
     @property

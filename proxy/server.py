@@ -40,7 +40,14 @@ from proxy.topology.model import Endpoint, Topology
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_SERVER_VERSION = "10.11.0-MariaDB-rwproxy"
+DEFAULT_SERVER_VERSION = "5.5.5-10.11.0-MariaDB-rwproxy"
+
+
+def greeting_version(version: str) -> str:
+    """`@@version` as the server would put it in its handshake."""
+    if "mariadb" in version.lower() and not version.startswith("5.5.5-"):
+        return "5.5.5-" + version
+    return version
 
 
 class ProxyContext:
@@ -63,6 +70,7 @@ class ProxyContext:
         self._stored_credentials = credentials
         self._backend_credentials: dict[str, BackendCredential] = {}
         self._round_robin = itertools.count()
+        self._greeting_version = ""
         pool = config.pool
         self.pools = PoolSet(
             self._open_backend,
@@ -134,14 +142,20 @@ class ProxyContext:
         )
 
     def server_version(self) -> str:
+        """What the primary says in its own greeting, so version-sniffing clients behave.
+
+        Until a backend greeting was seen, the health checks' `@@version`, with the
+        "5.5.5-" prefix MariaDB puts in its greeting (without it, clients that see
+        "10.11" think it is MySQL >= 8 and ask for MySQL-only collations).
+        """
+        if self._greeting_version:
+            return self._greeting_version
         topology = self.topology()
-        if topology.writer is not None:
-            health = topology.health.get(topology.writer.pod)
+        pods = [topology.writer.pod] if topology.writer is not None else []
+        for pod in [*pods, *topology.health]:
+            health = topology.health.get(pod)
             if health is not None and health.version:
-                return health.version
-        for health in topology.health.values():
-            if health.version:
-                return health.version
+                return greeting_version(health.version)
         return DEFAULT_SERVER_VERSION
 
     def user_connection_limit(self, user: str) -> int:
@@ -164,7 +178,7 @@ class ProxyContext:
             connect_attrs={"program_name": "rwproxy"},
         )
         try:
-            return await open_backend(
+            conn = await open_backend(
                 endpoint,
                 key,
                 handshake,
@@ -174,6 +188,9 @@ class ProxyContext:
             if exc.error is not None and exc.error.code == ErrorCode.ER_ACCESS_DENIED_ERROR:
                 raise MySQLError(exc.error.code, exc.error.message) from None
             raise
+        if self.topology().is_writer(endpoint):
+            self._greeting_version = conn.server_version
+        return conn
 
     # -- the proxy's own statements and KILL ----------------------------------------
 

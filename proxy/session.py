@@ -111,6 +111,7 @@ class Session:
         self._active: BackendConnection | None = None
         self._in_command = False
         self._handshake: ServerHandshake | None = None
+        self._schema_changed_on: BackendConnection | None = None
         self.current_sql = b""
         self._handlers: dict[int, Callable[[Packet], Awaitable[None]]] = {
             Command.COM_QUERY: self._on_query,
@@ -372,6 +373,8 @@ class Session:
             seconds * 1000,
         )
         self._after(conn, c, tracker.outcome)
+        if self._schema_changed_on is conn:
+            await self._learn_schema(conn)
 
     async def _relay(
         self,
@@ -452,15 +455,25 @@ class Session:
         if not c.replay or len(self.state.replay) >= MAX_REPLAYED_STATEMENTS:
             self._pin(PinCause.USER_VARIABLE)
             return
-        sql = bytes(self.current_sql)
         if c.first_keyword == "use":
-            self.state.schema = _schema_from_use(sql) or self.state.schema
-            conn.server.schema = self.state.schema
-        else:
-            key = replay_key(sql)
-            self.state.replay.pop(key, None)  # re-insert: the latest setting replays last
-            self.state.replay[key] = sql
-            conn.server.applied[key] = sql
+            self._schema_changed_on = conn  # `execute` asks the server which one
+            return
+        sql = bytes(self.current_sql)
+        key = replay_key(sql)
+        self.state.replay.pop(key, None)  # re-insert: the latest setting replays last
+        self.state.replay[key] = sql
+        conn.server.applied[key] = sql
+        self.state.change()
+        conn.server.state_version = self.state.version
+
+    async def _learn_schema(self, conn: BackendConnection) -> None:
+        """After `USE ...` succeeded: ask the server rather than parse identifiers,
+        comments and quoting ourselves."""
+        self._schema_changed_on = None
+        rows = await conn.query(b"SELECT DATABASE()", self.ctx.config.pool.connect_timeout_seconds)
+        value = rows[0][0] if rows and rows[0] else None
+        self.state.schema = value.decode("utf-8", "surrogateescape") if value else None
+        conn.server.schema = self.state.schema
         self.state.change()
         conn.server.state_version = self.state.version
 
@@ -745,17 +758,6 @@ def replay_key(sql: bytes) -> bytes:
     if _CHARSET_STATEMENT.match(sql) is not None:
         return b"names"
     return sql
-
-
-def _schema_from_use(sql: bytes) -> str | None:
-    text = sql.decode("utf-8", "surrogateescape").strip().rstrip(";").strip()
-    parts = text.split(None, 1)
-    if len(parts) != 2:
-        return None
-    name = parts[1].strip()
-    if len(name) >= 2 and name[0] == name[-1] == "`":
-        name = name[1:-1].replace("``", "`")
-    return name
 
 
 def _unknown_command_text(code: int) -> str:

@@ -41,12 +41,14 @@ cluster-status: venv
 cluster-down: venv
 	$(BIN)/rwproxy cluster down
 
-# System packages: MariaDB server and client, dnsmasq (the cluster DNS), python venv.
+# System packages: MariaDB server and client, dnsmasq (the cluster DNS), sysbench (a real
+# client in the integration tests), python venv.
 system-deps:
 	@missing=""; \
 	[ -x /usr/sbin/mariadbd ] || command -v mariadbd >/dev/null || missing="$$missing mariadb-server"; \
 	command -v mariadb >/dev/null || missing="$$missing mariadb-client"; \
 	[ -x /usr/sbin/dnsmasq ] || command -v dnsmasq >/dev/null || missing="$$missing dnsmasq-base"; \
+	command -v sysbench >/dev/null || missing="$$missing sysbench"; \
 	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv python3-pip"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing system packages:$$missing"; \

@@ -230,6 +230,7 @@ class BackendConnection(asyncio.Protocol):
         sink: Sink | None = None,
         *,
         cursor: bool = False,
+        first_seq: int = 1,
     ) -> asyncio.Future[ResponseTracker]:
         """Send one framed command; the future resolves when its reply is complete.
 
@@ -238,12 +239,12 @@ class BackendConnection(asyncio.Protocol):
         """
         if self.broken or self._transport is None:
             raise BackendError(self.endpoint, "connection is closed")
-        if self._reply is not None and not self._reply.done():
-            raise BackendError(self.endpoint, "a command is already in flight")
+        if self.busy:
+            raise BackendError(self.endpoint, "a reply is still in flight")
         tracker = self._tracker
         if tracker is None:
             tracker = self._tracker = ResponseTracker(self.capabilities)
-        tracker.start(command, cursor=cursor)
+        tracker.start(command, cursor=cursor, first_seq=first_seq)
         self._sink = sink
         self._collected = bytearray()
         self._reply = self._loop.create_future()
@@ -270,15 +271,27 @@ class BackendConnection(asyncio.Protocol):
         return data
 
     async def query(self, sql: bytes, timeout: float) -> list[list[bytes | None]]:
-        """Run one of the proxy's own statements; return its rows, raise on ERR."""
-        async with asyncio.timeout(timeout):
-            tracker = await self.request(frame(cmd.build_query(sql), 0), Command.COM_QUERY)
+        """Run one of the proxy's own statements; return its rows, raise on ERR.
+
+        On timeout the connection is aborted: its reply may still come, so its
+        position in the byte stream is lost.
+        """
+        tracker = await self.wait_reply(frame(cmd.build_query(sql), 0), Command.COM_QUERY, timeout)
         data = self.take_collected()
         outcome = tracker.outcome
         assert outcome is not None
         if outcome.error_code:
             raise MySQLError(outcome.error_code, outcome_message(outcome.payload))
         return decode_text_rows(data, self.capabilities)
+
+    async def wait_reply(self, packet: bytes, command: int, timeout: float) -> ResponseTracker:
+        """`request()` without a sink, bounded by `timeout` (then the connection is aborted)."""
+        try:
+            async with asyncio.timeout(timeout):
+                return await self.request(packet, command)
+        except TimeoutError:
+            self.abort(f"no reply within {timeout:g} s")
+            raise
 
     def _finish_reply(self) -> None:
         tracker = self._tracker
@@ -287,7 +300,8 @@ class BackendConnection(asyncio.Protocol):
         outcome = tracker.outcome
         if outcome is not None and outcome.status is not None:
             self.status = outcome.status
-        self._sink = None
+        if tracker.done:  # paused for LOCAL INFILE: the final OK/ERR still goes to the client
+            self._sink = None
         if not reply.done():
             reply.set_result(tracker)
 
@@ -299,6 +313,10 @@ class BackendConnection(asyncio.Protocol):
 
     @property
     def busy(self) -> bool:
+        """A reply is still coming (also when whoever waited for it was cancelled)."""
+        tracker = self._tracker
+        if tracker is not None and tracker.state not in _AT_REST:
+            return True
         return self._reply is not None and not self._reply.done()
 
     def age(self) -> float:
@@ -330,6 +348,9 @@ class BackendConnection(asyncio.Protocol):
 
     async def wait_ready(self) -> None:
         await self._ready
+
+
+_AT_REST = (ResponseState.IDLE, ResponseState.DONE)
 
 
 def outcome_message(payload: bytes) -> str:

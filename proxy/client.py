@@ -32,6 +32,7 @@ class ClientConnection(asyncio.Protocol):
         self.bytes_out = 0
         self.bytes_in = 0
         self.idle_timed_out = False
+        self.on_lost: Callable[[], None] | None = None
         self._raw: bytearray | None = bytearray()
         self._packets: deque[Packet] = deque()
         self._waiter: asyncio.Future[None] | None = None
@@ -69,6 +70,8 @@ class ClientConnection(asyncio.Protocol):
         self.closed = True
         self.transport = None
         self._wake()
+        if self.on_lost is not None:
+            self.on_lost()
         if self._paused_by is not None:
             self._paused_by(False)
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from proxy.backend import BackendConnection, BackendError, PoolKey
 from proxy.protocol import commands as cmd
 from proxy.protocol.constants import Command, ErrorCode
-from proxy.protocol.errors import MySQLError
+from proxy.protocol.errors import MySQLError, ProtocolError
 from proxy.protocol.framing import frame
 from proxy.topology.model import Endpoint
 
@@ -186,7 +186,7 @@ class Pool:
                 )
             conn.take_collected()
             ok = tracker.outcome is not None and not tracker.outcome.error_code
-        except (TimeoutError, BackendError):
+        except (TimeoutError, BackendError, ProtocolError):
             ok = False
         self._in_use -= 1
         if not ok or conn.in_transaction or self.retired:

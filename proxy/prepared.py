@@ -102,7 +102,7 @@ class PreparedStatements:
         )
         tracker = await session._relay(
             conn,
-            frame(payload, 0),
+            payload,
             Command.COM_STMT_EXECUTE,
             statement.classification,
             cursor=cursor,
@@ -146,7 +146,7 @@ class PreparedStatements:
             self.session.send_ok()
             return
         data = cmd.rewrite_statement_id(packet.payload, backend.statement_id)
-        tracker = await self.session._relay(conn, frame(data, 0), Command.COM_STMT_RESET, None)
+        tracker = await self.session._relay(conn, data, Command.COM_STMT_RESET, None)
         self.session._after(conn, None, tracker.outcome)
 
     async def _on_fetch(self, packet: Packet) -> None:
@@ -156,7 +156,7 @@ class PreparedStatements:
         if conn is None or backend is None:
             raise MySQLError(ErrorCode.ER_UNKNOWN_STMT_HANDLER, "no open cursor for statement")
         data = cmd.rewrite_statement_id(packet.payload, backend.statement_id)
-        tracker = await self.session._relay(conn, frame(data, 0), Command.COM_STMT_FETCH, None)
+        tracker = await self.session._relay(conn, data, Command.COM_STMT_FETCH, None)
         self.session._after(conn, None, tracker.outcome)
         outcome = tracker.outcome
         if outcome is None or not _has_cursor(outcome.status):

@@ -46,7 +46,7 @@ from proxy.protocol import commands as cmd
 from proxy.protocol import packets
 from proxy.protocol.constants import Capability, Command, ErrorCode, ServerStatus
 from proxy.protocol.errors import MySQLError
-from proxy.protocol.framing import Packet, frame
+from proxy.protocol.framing import Packet, frame, next_seq_after
 from proxy.protocol.handshake import Authenticated, Rejected, ServerEvent, ServerHandshake
 from proxy.protocol.response import ResponseTracker
 from proxy.routing.classify import Classification, PinCause, StatementKind, classify
@@ -112,6 +112,7 @@ class Session:
         self._in_command = False
         self._handshake: ServerHandshake | None = None
         self._schema_changed_on: BackendConnection | None = None
+        client.on_lost = self._client_lost
         self.current_sql = b""
         self._handlers: dict[int, Callable[[Packet], Awaitable[None]]] = {
             Command.COM_QUERY: self._on_query,
@@ -286,6 +287,10 @@ class Session:
             self._send_error(exc.code, exc.message, sqlstate=exc.sqlstate)
         except BackendError as exc:
             self._send_error(ErrorCode.CR_SERVER_LOST, f"rwproxy: backend {exc}")
+        except TimeoutError:
+            # One of the proxy's own statements (state replay, GTID wait) got no answer;
+            # that backend connection was aborted. The client's statement did not run.
+            self._send_error(ErrorCode.CR_SERVER_LOST, "rwproxy: a backend did not answer in time")
         finally:
             self._in_command = False
 
@@ -348,7 +353,7 @@ class Session:
         read has no effect to duplicate.
         """
         started = time.perf_counter()
-        data = frame(packet.payload, 0)
+        data = packet.payload
         conn, target = await self._backend_for(decision.target, c)
         try:
             tracker = await self._relay(conn, data, command, c, cursor=cursor)
@@ -379,17 +384,22 @@ class Session:
     async def _relay(
         self,
         conn: BackendConnection,
-        data: bytes,
+        payload: bytes,
         command: int,
         c: Classification | None,
         *,
         cursor: bool = False,
     ) -> ResponseTracker:
+        """Send one command payload (framed here: it may need several packets) and
+        stream its reply to the client."""
         start_out = self.client.bytes_out
         self._active = conn
         self.client.set_backpressure_target(self._pause_backend)
+        first_seq = next_seq_after(len(payload), 0)
         try:
-            tracker = await conn.request(data, command, self.client.write, cursor=cursor)
+            tracker = await conn.request(
+                frame(payload, 0), command, self.client.write, cursor=cursor, first_seq=first_seq
+            )
             while tracker.state.name == "LOCAL_INFILE_REQUESTED":
                 await self._relay_infile(conn)
                 tracker = await conn.infile_sent()
@@ -402,6 +412,13 @@ class Session:
             self._active = None
             self.client.set_backpressure_target(None)
         return tracker
+
+    def _client_lost(self) -> None:
+        """The client hung up: a reply still streaming to it must stop now, not run to
+        its end on the pod (the connection's stream position is lost anyway)."""
+        conn = self._active
+        if conn is not None and conn.busy:
+            conn.abort("client left mid-reply")
 
     def _pause_backend(self, paused: bool) -> None:
         conn = self._active
@@ -494,7 +511,7 @@ class Session:
     async def _on_init_db(self, packet: Packet) -> None:
         schema = packet.payload[1:]
         conn, _ = await self._backend_for(self._session_target(), None)
-        tracker = await self._relay(conn, frame(packet.payload, 0), Command.COM_INIT_DB, None)
+        tracker = await self._relay(conn, packet.payload, Command.COM_INIT_DB, None)
         self._after(conn, None, tracker.outcome)
         if tracker.outcome is not None and not tracker.outcome.error_code:
             self.state.schema = schema.decode("utf-8", "surrogateescape")
@@ -514,13 +531,13 @@ class Session:
         if not self.view().readers_available or self._txn is not None:
             decision = RouteDecision(Target.TRANSACTION if self._txn else Target.WRITER, "")
         conn, _ = await self._backend_for(decision.target, None)
-        tracker = await self._relay(conn, frame(packet.payload, 0), packet.payload[0], None)
+        tracker = await self._relay(conn, packet.payload, packet.payload[0], None)
         self._after(conn, None, tracker.outcome)
 
     async def _on_writer_command(self, packet: Packet) -> None:
         target = Target.TRANSACTION if self._txn is not None else Target.WRITER
         conn, _ = await self._backend_for(target, None)
-        tracker = await self._relay(conn, frame(packet.payload, 0), packet.payload[0], None)
+        tracker = await self._relay(conn, packet.payload, packet.payload[0], None)
         self._after(conn, None, tracker.outcome)
 
     async def _on_set_option(self, packet: Packet) -> None:
@@ -622,8 +639,7 @@ class Session:
 
     async def _internal(self, conn: BackendConnection, data: bytes, command: int) -> None:
         timeout = self.ctx.config.pool.connect_timeout_seconds
-        async with asyncio.timeout(timeout):
-            tracker = await conn.request(data, command)
+        tracker = await conn.wait_reply(data, command, timeout)
         payload = conn.take_collected()
         outcome = tracker.outcome
         if outcome is not None and outcome.error_code:
@@ -664,7 +680,8 @@ class Session:
             self.ctx.metrics.transaction_aborted()
         if self._last is conn:
             self._last = None
-        self.ctx.report_failure(conn.endpoint)
+        if not self.client.closed:  # a client hanging up says nothing about the pod
+            self.ctx.report_failure(conn.endpoint)
 
     def _release(self, held: Held) -> None:
         conn = held.conn

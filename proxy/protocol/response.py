@@ -244,8 +244,18 @@ class ResponseTracker:
         """Sequence id of the last packet of the reply seen so far (0: none yet)."""
         return (self._seq - 1) & 0xFF
 
-    def start(self, command: int, *, cursor: bool = False, expects_response: bool = True) -> None:
+    def start(
+        self,
+        command: int,
+        *,
+        cursor: bool = False,
+        expects_response: bool = True,
+        first_seq: int = 1,
+    ) -> None:
         """Begin tracking the reply to `command` (already sent with sequence id 0).
+
+        `first_seq` is the sequence id of the reply's first packet: 1, unless the
+        command was larger than 16 MiB - 1 and took several packets.
 
         COM_STMT_CLOSE, COM_STMT_SEND_LONG_DATA and COM_QUIT (or `expects_response=False`)
         have no reply: `done` at once, `outcome` None. Commands whose reply is another
@@ -254,6 +264,7 @@ class ResponseTracker:
         if self._state not in (ResponseState.IDLE, ResponseState.DONE):
             raise LocalProtocolError(f"cannot start a command in state {self._state.name}")
         self._reset()
+        self._seq = first_seq & 0xFF
         if not expects_response or command in _NO_REPLY:
             self._state = ResponseState.DONE
             return

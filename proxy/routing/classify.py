@@ -981,7 +981,9 @@ def _call(stmt: _Stmt) -> Verdict:
 
 def _get(stmt: _Stmt) -> Verdict:
     if _GET_DIAGNOSTICS.match(stmt.rest):
-        return Verdict(K.SAME_BACKEND, "GET DIAGNOSTICS needs the previous backend")
+        # It runs where the previous statement ran; the @variables it sets live there.
+        pin = PinCause.USER_VARIABLE if _USER_VARIABLE_REF.search(stmt.rest) else None
+        return Verdict(K.SAME_BACKEND, "GET DIAGNOSTICS needs the previous backend", pin)
     return Verdict(K.WRITE, _RULE_UNKNOWN)
 
 

@@ -76,7 +76,7 @@ def route(c: Classification, s: SessionView) -> RouteDecision:
     if s.pins:
         causes = ", ".join(sorted(p.value for p in s.pins))
         return RouteDecision(Target.WRITER, f"session pinned to the writer by {causes}")
-    if c.pin is not None:
+    if c.pin is not None and c.kind is not StatementKind.SAME_BACKEND:
         return RouteDecision(Target.WRITER, f"{c.rule}; pins the session to the writer")
     if not s.autocommit and c.kind is not StatementKind.SESSION:
         return RouteDecision(Target.WRITER, "autocommit=0: every statement opens a transaction")

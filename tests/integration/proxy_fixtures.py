@@ -24,7 +24,7 @@ import pytest
 from tests.integration.cluster_fixture import ClusterHandle
 from tests.support.proxy_harness import ProxyThread, cluster_config
 
-LOG_WAIT_SECONDS = 5.0
+LOG_WAIT_SECONDS = 2.0
 
 
 @pytest.fixture

@@ -33,6 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
         "check", help="validate a config file, then resolve and log in to every pod once"
     )
     check.add_argument("--config", help="YAML config file (default: $RWPROXY_CONFIG)")
+    check.add_argument(
+        "--offline",
+        action="store_true",
+        help="only validate the file (no DNS, no logins): for CI and image builds",
+    )
     check.set_defaults(handler=_check)
 
     demo = commands.add_parser("demo", help="local cluster + proxy + a mixed workload")
@@ -68,9 +73,13 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    config = _load_config(_config_path(args))
+    if args.offline:
+        print(f"configuration OK: listen {config.listen}, writer {config.discovery.writer}")
+        return 0
     from proxy.check import run_check
 
-    return run_check(_load_config(_config_path(args)))
+    return run_check(config)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -90,6 +99,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # Whoever read our output left (`rwproxy cluster status | head -1`): not an error.
+        # Point stdout at /dev/null so the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -145,6 +145,10 @@ class ClientConnection(asyncio.Protocol):
             self.transport.close()
 
     def abort(self) -> None:
+        """Drop the connection now (KILL, protocol violation). `closed` is set at once,
+        not when the loop gets round to `connection_lost`, so a session that is about
+        to send this client's statement to a pod sees it and does not."""
+        self.closed = True
         if self.transport is not None:
             self.transport.abort()
 

@@ -392,6 +392,8 @@ class Session:
     ) -> ResponseTracker:
         """Send one command payload (framed here: it may need several packets) and
         stream its reply to the client."""
+        if self.client.closed:
+            raise ClientGone  # killed or gone while we were choosing a backend
         start_out = self.client.bytes_out
         self._active = conn
         self.client.set_backpressure_target(self._pause_backend)

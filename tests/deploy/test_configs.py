@@ -89,7 +89,7 @@ def test_rwproxy_check_accepts_it(path: Path, tmp_path: Path) -> None:
     config.write_text(text.replace(mounted, f"password_file: {tmp_path}/"), encoding="utf-8")
     env = {key: value for key, value in os.environ.items() if not key.startswith("RWPROXY_")}
     done = subprocess.run(
-        [sys.executable, "-m", "proxy", "check", "--config", str(config)],
+        [sys.executable, "-m", "proxy", "check", "--offline", "--config", str(config)],
         capture_output=True,
         text=True,
         env=env,

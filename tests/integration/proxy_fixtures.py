@@ -176,3 +176,10 @@ def general_log(cluster: ClusterHandle) -> Iterator[GeneralLog]:
     """Every pod's general log in `mysql.general_log` for one test; emptied afterwards."""
     with GeneralLog(cluster) as log:
         yield log
+
+
+@pytest.fixture(scope="module")
+def primary_id(cluster: ClusterHandle) -> int:
+    """mysql-0's @@server_id: a statement that answers with it ran on the writer."""
+    ((server_id,),) = cluster.query(cluster.primary, "SELECT @@server_id")
+    return int(server_id)

@@ -43,12 +43,6 @@ except ImportError:  # a dev dependency; only its own tests are skipped without 
     mysql_connector = None
 
 
-@pytest.fixture(scope="module")
-def primary_id(cluster: ClusterHandle) -> int:
-    ((server_id,),) = cluster.query(cluster.primary, "SELECT @@server_id")
-    return int(server_id)
-
-
 @pytest.fixture
 def table(cluster: ClusterHandle) -> Iterator[str]:
     """A table name for one test, dropped afterwards (whatever the test left)."""

@@ -100,12 +100,6 @@ def one(conn: Any, sql: str, args: Any = None) -> Any:
         return cursor.fetchone()
 
 
-@pytest.fixture(scope="module")
-def primary_id(cluster: ClusterHandle) -> int:
-    ((server_id,),) = cluster.query(cluster.primary, "SELECT @@server_id")
-    return int(server_id)
-
-
 @pytest.fixture
 def table(cluster: ClusterHandle) -> Iterator[str]:
     name = cluster.unique_name("rwt")

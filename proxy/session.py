@@ -16,10 +16,12 @@ session (as MaxScale's readwritesplit does), so a statement costs no pool traffi
 They go back to their pools when the session ends; one whose server state was
 touched is reset first (the pool does that).
 
-Session state that must hold on every backend (schema, replayable `SET`s) is a list
-of statements with a version number; a connection carries the version it has applied
-and is brought up to date before it runs anything (`_sync`). State that cannot be
-reproduced elsewhere pins the session to the writer (`Classification.pin`).
+Session state that must hold on every backend is the schema (asked from the server
+after `USE`) and the replayable `SET`s, kept by what they set (`replay_key`: a later
+`SET autocommit=1` replaces `SET autocommit=0`) under a version number. A connection
+remembers the version and the statements it has applied, and before it runs anything
+it is sent only what differs (`_sync`). State that cannot be reproduced elsewhere pins
+the session to the writer (`Classification.pin`).
 
 Read-your-writes (`routing.read_your_writes: gtid`): after the session wrote, its
 next replica read first asks the writer connection for the GTID of that write

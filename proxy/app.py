@@ -155,6 +155,7 @@ class Proxy:
                 self.http = await start_http(self.ctx, lambda: self._listening, self._reload_status)
                 topology_task = tasks.create_task(self.topology.run())
                 watcher_task = tasks.create_task(self._watch())
+                pools_task = tasks.create_task(self.ctx.maintain_pools())
                 await self.topology.refresh_now()
                 await self.server.start()
                 self._listening = True
@@ -164,6 +165,7 @@ class Proxy:
                 await self._drain()
                 topology_task.cancel()
                 watcher_task.cancel()
+                pools_task.cancel()
         finally:
             await stop_http(self.http)
         logger.info("stopped")

@@ -346,6 +346,9 @@ class HealthConfig:
 class RoutingConfig:
     """How statements pick a pod (see proxy/routing)."""
 
+    # split: reads to replicas; writer_only: everything to the writer (an L7 pooler and
+    # failover follower without read scaling, and the like-for-like benchmark target).
+    mode: str = _setting("split", _one_of("split", "writer_only"))
     read_your_writes: str = _setting("gtid", _one_of("gtid", "off"))
     read_your_writes_timeout_seconds: float = _setting(1.0, _positive)  # then use the writer
     reader_selection: str = _setting(

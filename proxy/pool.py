@@ -15,8 +15,10 @@ COM_RESET_CONNECTION first, in a background task shielded from the releasing
 session's cancellation, and closed if the reset fails, times out, or leaves a
 transaction open. Broken connections (cut mid-reply) are closed at once.
 
-`retire()` is called when the pod's address changed or the pod left: idle
-connections close now, busy ones close when they come back.
+`retire()` is called when the pod's address changed, the pod left, or it stopped
+being the writer: idle connections close now, busy ones close when they come back.
+`maintain()` runs every few seconds: it closes idle connections past their time and
+opens new ones in the background up to `min_idle` (never past `max_size`).
 
 `PoolSet` maps (endpoint, key) to pools and is what the sessions talk to.
 """
@@ -27,8 +29,9 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from proxy.backend import BackendConnection, BackendError, PoolKey
 from proxy.protocol import commands as cmd
@@ -164,9 +167,7 @@ class Pool:
             return
         if conn.server.needs_reset or conn.in_transaction:
             self._in_use += 1
-            task = asyncio.get_running_loop().create_task(self._reset_then_keep(conn))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._reset_then_keep(conn))
             return
         self._keep(conn)
 
@@ -223,6 +224,33 @@ class Pool:
                 conn.close("idle timeout")
         self._idle = keep
 
+    def maintain(self) -> None:
+        """Prune, then open connections in the background up to `min_idle` idle ones."""
+        self.prune()
+        missing = min(
+            self.limits.min_idle - len(self._idle) - self._opening,
+            self.limits.max_size - self.size,
+        )
+        for _ in range(max(0, missing)):
+            self._spawn(self._open_idle())
+
+    async def _open_idle(self) -> None:
+        try:
+            conn = await self._open()
+        except (BackendError, MySQLError) as exc:
+            logger.debug("pre-opening a connection to %s failed: %s", self.endpoint.pod, exc)
+            return
+        self._in_use -= 1
+        if self.retired:
+            conn.close("pod retired")
+            return
+        self._keep(conn)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
 
 class PoolSet:
     """All pools, by endpoint and key, created on first use."""
@@ -244,9 +272,9 @@ class PoolSet:
                 pool.retire()
                 del self._pools[(ep, key)]
 
-    def prune(self) -> None:
+    def maintain(self) -> None:
         for pool in self._pools.values():
-            pool.prune()
+            pool.maintain()
 
     def pools(self) -> list[Pool]:
         return list(self._pools.values())

@@ -120,14 +120,25 @@ class ProxyContext:
         ordered = readers[start:] + readers[:start]
         return min(ordered, key=load.__getitem__)
 
+    async def maintain_pools(self, interval: float = 5.0) -> None:
+        """Forever: close idle connections past their time, keep `min_idle` open."""
+        while True:
+            await asyncio.sleep(interval)
+            self.pools.maintain()
+
     def report_failure(self, endpoint: Endpoint) -> None:
         self.manager.report_failure(endpoint)
 
     def _topology_changed(self, old: Topology, new: Topology) -> None:
+        """Retire pools of pods that moved or left, and of a writer that is no longer
+        the writer (demoted, read_only=1): its pooled connections must not serve writes."""
         for pod, endpoint in old.pods.items():
             if new.pods.get(pod) != endpoint:
                 logger.info("pod %s left %s: retiring its pools", pod, endpoint.address)
                 self.pools.retire_endpoint(endpoint)
+        if old.writer is not None and old.writer != new.writer:
+            logger.warning("%s is no longer the writer: closing its pooled connections", old.writer)
+            self.pools.retire_endpoint(old.writer)
 
     # -- logins -----------------------------------------------------------------------
 

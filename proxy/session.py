@@ -63,6 +63,7 @@ logger = logging.getLogger(__name__)
 _statement_log = SampledLog(logger)  # per-statement DEBUG lines, rate-limited
 
 MAX_REPLAYED_STATEMENTS = 64
+FIELD_LIST = Classification(StatementKind.READ, "COM_FIELD_LIST reads metadata")
 KILL_STATEMENT = re.compile(
     rb"\s*KILL\s+(?:(?:HARD|SOFT)\s+)?(CONNECTION\s+|QUERY\s+)?(\d+)\s*;?\s*\Z", re.IGNORECASE
 )
@@ -336,6 +337,7 @@ class Session:
             pins=frozenset(self.state.pins),
             readers_available=bool(topology.readers),
             writer_available=topology.writer is not None,
+            writer_only=self.ctx.config.routing.mode == "writer_only",
             has_last_backend=self._last is not None and not self._last.broken,
         )
 
@@ -531,9 +533,8 @@ class Session:
         self.send_ok()
 
     async def _on_read_command(self, packet: Packet) -> None:
-        decision = RouteDecision(Target.READER, "COM_FIELD_LIST reads metadata")
-        if not self.view().readers_available or self._txn is not None:
-            decision = RouteDecision(Target.TRANSACTION if self._txn else Target.WRITER, "")
+        """COM_FIELD_LIST is routed like a plain read (transactions, pins, mode)."""
+        decision = route(FIELD_LIST, self.view())
         conn, _ = await self._backend_for(decision.target, None)
         tracker = await self._relay(conn, packet.payload, packet.payload[0], None)
         self._after(conn, None, tracker.outcome)

@@ -49,6 +49,7 @@ class SessionView:
     pins: frozenset[PinCause] = frozenset()
     readers_available: bool = True
     writer_available: bool = True
+    writer_only: bool = False
     has_last_backend: bool = False
 
 
@@ -85,7 +86,12 @@ def route(c: Classification, s: SessionView) -> RouteDecision:
 
 def _route_by_kind(c: Classification, s: SessionView) -> RouteDecision:
     kind = c.kind
-    if kind is StatementKind.SESSION and not s.writer_available and s.readers_available:
+    if (
+        kind is StatementKind.SESSION
+        and not s.writer_available
+        and s.readers_available
+        and not s.writer_only
+    ):
         # A session that only reads must not fail at `SET NAMES` while the writer is
         # away: set the state on a replica; it is replayed on the writer later.
         return RouteDecision(Target.READER, f"{c.rule} (writer unavailable: set on a replica)")
@@ -101,6 +107,8 @@ def _route_by_kind(c: Classification, s: SessionView) -> RouteDecision:
 
 
 def _route_read(c: Classification, s: SessionView) -> RouteDecision:
+    if s.writer_only:
+        return RouteDecision(Target.WRITER, f"{c.rule}; routing.mode writer_only")
     if not s.readers_available:
         return RouteDecision(Target.WRITER, f"{c.rule}; no healthy replica: writer")
     if c.kind is StatementKind.BEGIN_READ_ONLY:

@@ -95,6 +95,7 @@ class Replication:
     sql_running: bool
     lag_seconds: float | None
     last_error: str | None
+    io_connecting: bool = False  # the IO thread is retrying: its source is unreachable
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Replication:
@@ -108,6 +109,7 @@ class Replication:
             sql_running=_text(col("Slave_SQL_Running", "Replica_SQL_Running")) == "Yes",
             lag_seconds=None if lag is None else float(lag),
             last_error="; ".join(_text(e) for e in errors if e) or None,
+            io_connecting=_text(col("Slave_IO_Running", "Replica_IO_Running")) == "Connecting",
         )
 
 
@@ -238,6 +240,7 @@ class HealthChecker:
             io_running=None if repl is None else repl.io_running,
             sql_running=None if repl is None else repl.sql_running,
             lag_seconds=None if repl is None else repl.lag_seconds,
+            source_unreachable=repl is not None and repl.io_connecting and repl.sql_running,
             gtid_current_pos=probe.gtid_current_pos,
             gtid_binlog_pos=probe.gtid_binlog_pos,
             gtid_executed=probe.gtid_executed,

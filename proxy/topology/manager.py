@@ -169,6 +169,27 @@ def select_readers(
     )
 
 
+def stranded_replicas(
+    writer: str, pods: Mapping[str, Endpoint], health: Mapping[str, PodHealth]
+) -> tuple[Endpoint, ...]:
+    """Replicas cut off from a primary that the proxy cannot reach either.
+
+    Their IO thread shows `Connecting`, so they are not UP; but with the primary gone
+    they hold the newest data there is, and refusing reads too would turn a writer
+    outage into a full outage (MaxScale keeps serving them as well). Only used while
+    there is no writer and no UP replica.
+    """
+    return tuple(
+        pods[pod]
+        for pod in sorted(pods)
+        if pod != writer
+        and pod in health
+        and health[pod].reachable
+        and health[pod].read_only
+        and health[pod].source_unreachable
+    )
+
+
 def build_topology(
     writer_name: str,
     resolution: Resolution,
@@ -180,12 +201,15 @@ def build_topology(
     pods = resolution.pods
     current = {pod: h for pod, h in health.items() if pods.get(pod) == h.endpoint}
     writer, problem = select_writer(writer_name, pods, current)
+    readers = select_readers(writer_name, pods, current)
+    if writer is None and not readers:
+        readers = stranded_replicas(writer_name, pods, current)
     return Topology(
         pods=pods,
         health=current,
         writer=writer,
         writer_problem=problem,
-        readers=select_readers(writer_name, pods, current),
+        readers=readers,
         dns_ok=resolution.dns_ok,
         dns_error=resolution.dns_error,
         version=version,

@@ -73,6 +73,9 @@ class PodHealth:
     io_running: bool | None = None
     sql_running: bool | None = None
     lag_seconds: float | None = None
+    # The SQL thread runs but the IO thread keeps reconnecting: the replica cannot
+    # reach its primary. Used for reads only while the proxy cannot reach it either.
+    source_unreachable: bool = False
     gtid_current_pos: str | None = None  # MariaDB
     gtid_binlog_pos: str | None = None  # MariaDB
     gtid_executed: str | None = None  # MySQL

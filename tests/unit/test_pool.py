@@ -149,6 +149,18 @@ async def test_retire_closes_idle_and_refuses_new_acquires() -> None:
         await h.pool.acquire()
 
 
+async def test_maintain_keeps_min_idle_open_and_prunes_expired() -> None:
+    h = Harness(min_idle=2, max_size=3, idle_timeout=10)
+    h.pool.maintain()
+    await asyncio.sleep(0.01)
+    assert h.pool.stats().idle == 2 and len(h.opened) == 2
+    h.clock[0] = 11  # both idle past the timeout
+    h.pool.maintain()
+    await asyncio.sleep(0.01)
+    assert all(c.broken for c in h.opened[:2])
+    assert h.pool.stats().idle == 2 and len(h.opened) == 4
+
+
 async def test_open_failure_leaves_counts_unchanged() -> None:
     h = Harness()
     h.fail_open = True

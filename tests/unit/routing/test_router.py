@@ -50,6 +50,15 @@ CASES = [
     (c(K.SAME_BACKEND), IDLE, Target.WRITER, "no previous statement"),
     (c(K.SESSION), SessionView(writer_available=False), Target.READER, "writer unavailable"),
     (c(K.WRITE), SessionView(writer_available=False), Target.WRITER, "writer"),
+    (c(K.READ), SessionView(writer_only=True), Target.WRITER, "writer_only"),
+    (c(K.BEGIN_READ_ONLY), SessionView(writer_only=True), Target.WRITER, "writer_only"),
+    (c(K.READ, hint=Hint.REPLICA), SessionView(writer_only=True), Target.WRITER, "writer_only"),
+    (
+        c(K.SESSION),
+        SessionView(writer_only=True, writer_available=False),
+        Target.WRITER,
+        "session state",
+    ),
 ]
 
 

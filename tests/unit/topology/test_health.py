@@ -54,6 +54,7 @@ def test_replication_reads_both_column_spellings() -> None:
     mysql = Replication.from_row(replica_status(lag=3))
     assert (mariadb.io_running, mariadb.sql_running, mariadb.lag_seconds) == (False, True, None)
     assert (mysql.io_running, mysql.sql_running, mysql.lag_seconds) == (True, True, 3.0)
+    assert mariadb.io_connecting and not mysql.io_connecting
 
 
 def test_replication_keeps_the_last_error() -> None:

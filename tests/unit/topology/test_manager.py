@@ -121,6 +121,27 @@ def test_no_usable_replica_means_no_readers_but_the_writer_stays() -> None:
     assert topology.usable_readers() == ()
 
 
+STRANDED = HealthState.REPLICATION_STOPPED
+
+
+def test_replicas_cut_off_from_a_dead_primary_keep_serving_reads() -> None:
+    health = cluster_health(
+        mysql_0=PodHealth("mysql-0", PODS["mysql-0"], HealthState.DOWN, reachable=False),
+        mysql_1=health_of("mysql-1", STRANDED, source_unreachable=True),
+        mysql_2=health_of("mysql-2", STRANDED, source_unreachable=False),  # SQL thread stopped
+    )
+    topology = build_topology("mysql-0", Resolution(PODS, True, None, 5), health, 1, 0.0)
+    assert topology.writer is None
+    assert topology.usable_readers() == (PODS["mysql-1"],)
+
+
+def test_stranded_replicas_are_not_used_while_the_writer_is_up() -> None:
+    health = cluster_health(mysql_1=health_of("mysql-1", STRANDED, source_unreachable=True))
+    topology = build_topology("mysql-0", Resolution(PODS, True, None, 5), health, 1, 0.0)
+    assert topology.writer == PODS["mysql-0"]
+    assert topology.usable_readers() == (PODS["mysql-2"],)
+
+
 def test_health_of_an_old_address_is_ignored() -> None:
     moved = dict(PODS, **{"mysql-1": endpoint("mysql-1", host="10.0.0.21")})
     topology = build_topology("mysql-0", Resolution(moved, True, None, 5), cluster_health(), 1, 0)

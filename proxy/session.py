@@ -50,7 +50,7 @@ from proxy.protocol.constants import Capability, Command, ErrorCode, ServerStatu
 from proxy.protocol.errors import MySQLError
 from proxy.protocol.framing import Packet, frame, next_seq_after
 from proxy.protocol.handshake import Authenticated, Rejected, ServerEvent, ServerHandshake
-from proxy.protocol.response import ResponseTracker
+from proxy.protocol.response import ResponseOutcome, ResponseTracker
 from proxy.routing.classify import Classification, PinCause, StatementKind, classify
 from proxy.routing.router import RouteDecision, SessionView, Target, route
 from proxy.topology.model import Endpoint
@@ -369,7 +369,7 @@ class Session:
             conn, target = await self._backend_for(Target.READER, c, avoid=conn.endpoint)
             tracker = await self._relay(conn, data, command, c, cursor=cursor)
         seconds = time.perf_counter() - started
-        failed = bool(getattr(tracker.outcome, "error_code", 0))
+        failed = tracker.outcome is not None and bool(tracker.outcome.error_code)
         self.ctx.metrics.statement(target, conn.endpoint.pod, command, c.first_keyword)
         self.ctx.metrics.statement_done(target, seconds, failed)
         _statement_log.debug(
@@ -443,11 +443,11 @@ class Session:
                 return
 
     def _after(
-        self, conn: BackendConnection, c: Classification | None, outcome: object | None
+        self, conn: BackendConnection, c: Classification | None, outcome: ResponseOutcome | None
     ) -> None:
         """Learn from a finished reply: transaction state, pins, session state."""
-        status = getattr(outcome, "status", None)
-        error_code = getattr(outcome, "error_code", 0)
+        status = outcome.status if outcome is not None else None
+        error_code = outcome.error_code if outcome is not None else None
         ok = not error_code
         if error_code == ErrorCode.ER_OPTION_PREVENTS_STATEMENT:
             self._misroute_signal(conn)
@@ -674,12 +674,21 @@ class Session:
 
     # -- failures and release --------------------------------------------------------
 
-    def _backend_failed(self, conn: BackendConnection) -> None:
-        for attr in ("_writer", "_reader"):
-            held: Held | None = getattr(self, attr)
+    def _unhold(self, conn: BackendConnection) -> Held | None:
+        """Stop holding `conn` in whichever role it had; its holder, if it had one."""
+        for held in (self._writer, self._reader):
             if held is not None and held.conn is conn:
-                held.pool.discard(conn, "failed")
-                setattr(self, attr, None)
+                if held is self._writer:
+                    self._writer = None
+                else:
+                    self._reader = None
+                return held
+        return None
+
+    def _backend_failed(self, conn: BackendConnection) -> None:
+        held = self._unhold(conn)
+        if held is not None:
+            held.pool.discard(conn, "failed")
         if self._txn is conn:
             self._txn = None
             self.ctx.metrics.transaction_aborted()
@@ -704,11 +713,10 @@ class Session:
     def _release_all(self) -> None:
         if self._txn is not None:
             self.ctx.metrics.transaction_aborted()
-        for attr in ("_writer", "_reader"):
-            held = getattr(self, attr)
+        for held in (self._writer, self._reader):
             if held is not None:
                 self._release(held)
-                setattr(self, attr, None)
+        self._writer = self._reader = None
         self._txn = None
         self._last = None
         self._unconfirmed_write = False

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from proxy.config import Config
 from proxy.protocol import packets
-from proxy.protocol.constants import CharacterSet, ColumnType
+from proxy.protocol.constants import CharacterSet, ColumnType, ServerStatus
 from proxy.protocol.framing import frame
 from proxy.routing.classify import classify
 from proxy.routing.router import Target, route
@@ -339,7 +339,9 @@ ROUTE_COLUMNS: Final = ("target", "pod", "kind", "rule", "pin", "hint")
 
 def status_result_set(status: ProxyStatus, session: Session) -> list[bytes]:
     rows = [_status_row(pod) for pod in status.pods]
-    return packets.build_result_set(STATUS_COLUMNS, rows, session.capabilities, session.status)
+    return packets.build_result_set(
+        STATUS_COLUMNS, rows, session.capabilities, ServerStatus(session.status)
+    )
 
 
 def _status_row(pod: PodStatus) -> Sequence[packets.TextValue]:
@@ -362,7 +364,9 @@ def route_result_set(ctx: ProxyContext, session: Session, statement: bytes) -> l
         c.pin.value if c.pin is not None else None,
         c.hint.value if c.hint is not None else None,
     )
-    return packets.build_result_set(ROUTE_COLUMNS, [row], session.capabilities, session.status)
+    return packets.build_result_set(
+        ROUTE_COLUMNS, [row], session.capabilities, ServerStatus(session.status)
+    )
 
 
 def preview_pod(ctx: ProxyContext, session: Session, target: Target) -> str | None:

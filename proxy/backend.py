@@ -132,7 +132,7 @@ class BackendConnection(asyncio.Protocol):
         self.thread_id = 0
         self.server_version = ""
         self.capabilities = Cap(0)
-        self.status = ServerStatus(0)
+        self.status = 0  # ServerStatus bits of the last reply, as a plain int
         self._clock = clock
         self._handshake: ClientHandshake | None = handshake
         self._transport: asyncio.Transport | None = None
@@ -208,7 +208,7 @@ class BackendConnection(asyncio.Protocol):
                 self.thread_id = event.connection_id
                 self.server_version = event.server_version
                 self.capabilities = Cap(event.capabilities)
-                self.status = ServerStatus(event.status)
+                self.status = int(event.status)
                 if not self._ready.done():
                     self._ready.set_result(None)
             elif isinstance(event, Failed):
@@ -309,7 +309,7 @@ class BackendConnection(asyncio.Protocol):
 
     @property
     def in_transaction(self) -> bool:
-        return bool(self.status & ServerStatus.SERVER_STATUS_IN_TRANS)
+        return bool(self.status & _IN_TRANS)
 
     @property
     def busy(self) -> bool:
@@ -351,6 +351,7 @@ class BackendConnection(asyncio.Protocol):
 
 
 _AT_REST = (ResponseState.IDLE, ResponseState.DONE)
+_IN_TRANS = int(ServerStatus.SERVER_STATUS_IN_TRANS)
 
 
 def outcome_message(payload: bytes) -> str:

@@ -32,6 +32,8 @@ class ClientConnection(asyncio.Protocol):
         self.bytes_out = 0
         self.bytes_in = 0
         self.idle_timed_out = False
+        self._loop = asyncio.get_running_loop()
+        self.last_activity = self._loop.time()
         self.on_lost: Callable[[], None] | None = None
         self._raw: bytearray | None = bytearray()
         self._packets: deque[Packet] = deque()
@@ -50,6 +52,7 @@ class ClientConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.bytes_in += len(data)
+        self.last_activity = self._loop.time()
         if self._raw is not None:
             self._raw += data
         else:
@@ -117,23 +120,22 @@ class ClientConnection(asyncio.Protocol):
     def next_packet_nowait(self) -> Packet | None:
         return self._packets.popleft() if self._packets else None
 
-    async def next_packet(self, idle_timeout: float | None = None) -> Packet | None:
-        """The next client packet; None when the client left, broke framing, or sent
-        nothing for `idle_timeout` seconds (then `idle_timed_out` is set)."""
+    async def next_packet(self) -> Packet | None:
+        """The next client packet, or None when the client left or broke framing."""
         while True:
             if self._packets:
                 return self._packets.popleft()
             if self.closed or self.protocol_error is not None:
                 return None
-            if idle_timeout is None:
-                await self._wait()
-                continue
-            try:
-                async with asyncio.timeout(idle_timeout):
-                    await self._wait()
-            except TimeoutError:
-                self.idle_timed_out = True
-                return None
+            await self._wait()
+
+    def loop_time(self) -> float:
+        return self._loop.time()
+
+    def close_idle(self) -> None:
+        """The client sent nothing for too long (the proxy's wait_timeout)."""
+        self.idle_timed_out = True
+        self.abort()
 
     def write(self, data: bytes | memoryview) -> None:
         if self.transport is not None:

@@ -190,7 +190,7 @@ class PreparedStatements:
         return cmd.rewrite_statement_id(payload, backend.statement_id)
 
 
-def _has_cursor(status: ServerStatus | None) -> bool:
+def _has_cursor(status: int | None) -> bool:
     return status is not None and bool(status & ServerStatus.SERVER_STATUS_CURSOR_EXISTS)
 
 

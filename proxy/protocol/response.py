@@ -89,6 +89,10 @@ _METADATA_FLAG_CAPS = (
 )
 
 
+_CURSOR_EXISTS = int(ServerStatus.SERVER_STATUS_CURSOR_EXISTS)
+_MORE_RESULTS = int(ServerStatus.SERVER_MORE_RESULTS_EXISTS)
+
+
 class ResponseState(enum.Enum):
     IDLE = enum.auto()  # no command started yet
     RESULT_HEADER = enum.auto()  # first packet of a (next) result: OK, ERR, 0xFB, column count
@@ -127,7 +131,7 @@ class ResponseOutcome:
     """
 
     kind: OutcomeKind
-    status: ServerStatus | None
+    status: int | None  # ServerStatus bits, as a plain int
     warnings: int
     error_code: int | None
     payload: builtins.bytes
@@ -219,7 +223,7 @@ class ResponseTracker:
         self._head = bytearray()
         self._capture: bytearray | None = None
         self._groups: list[int] = []
-        self._status: ServerStatus | None = None
+        self._status: int | None = None
         self._warnings = 0
         self._error_code: int | None = None
         self._final_kind = OutcomeKind.OK
@@ -573,7 +577,7 @@ class ResponseTracker:
     def _on_definitions_eof(self, payload: bytes) -> None:
         status, warnings = self._eof_status(payload)
         self._set_status(status, warnings)
-        if self._cursor and status & ServerStatus.SERVER_STATUS_CURSOR_EXISTS:
+        if self._cursor and status & _CURSOR_EXISTS:
             self._finish(OutcomeKind.RESULT_SET, payload)  # rows come with COM_STMT_FETCH
         else:
             self._next_group()
@@ -621,7 +625,7 @@ class ResponseTracker:
 
     def _end_result(self, kind: OutcomeKind, payload: bytes) -> None:
         """A terminator or OK: another result follows, or the reply is complete."""
-        more = self._status is not None and self._status & ServerStatus.SERVER_MORE_RESULTS_EXISTS
+        more = self._status is not None and self._status & _MORE_RESULTS
         if more:
             self._state = ResponseState.RESULT_HEADER
         else:
@@ -647,7 +651,7 @@ class ResponseTracker:
     # ------------------------------------------------------------------ status flags
 
     def _set_status(self, status: int, warnings: int) -> None:
-        self._status = ServerStatus(status)
+        self._status = status  # a plain int: IntFlag arithmetic costs microseconds per reply
         self._warnings = warnings
 
     def _ok_status(self, payload: bytes) -> tuple[int, int]:

@@ -68,3 +68,6 @@ clean:
 
 # Validation of the Dockerfile, compose file and Kubernetes manifests (make lint-deploy).
 include deploy/lint.mk
+
+# Benchmarks against direct, haproxy and rwproxy (make bench, make bench-quick).
+include bench/bench.mk

@@ -117,6 +117,7 @@ class Session:
         self._handshake: ServerHandshake | None = None
         self._schema_changed_on: BackendConnection | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._state_lost: str | None = None
         client.on_lost = self._client_lost
         self.current_sql = b""
         self._handlers: dict[int, Callable[[Packet], Awaitable[None]]] = {
@@ -306,6 +307,8 @@ class Session:
             self._send_error(exc.code, exc.message, sqlstate=exc.sqlstate)
         except BackendError as exc:
             self._send_error(ErrorCode.CR_SERVER_LOST, f"rwproxy: backend {exc}")
+            if self._state_lost is not None:
+                raise ClientGone from None  # its transaction or pinned state died too
         except TimeoutError:
             # One of the proxy's own statements (state replay, GTID wait) got no answer;
             # that backend connection was aborted. The client's statement did not run.
@@ -585,7 +588,11 @@ class Session:
     async def _backend_for(
         self, target: Target, c: Classification | None, avoid: Endpoint | None = None
     ) -> tuple[BackendConnection, Target]:
-        if target is Target.TRANSACTION and self._txn is not None and not self._txn.broken:
+        if self._state_lost is not None:
+            self._lose_session(self._state_lost)
+        if target is Target.TRANSACTION and self._txn is not None:
+            if self._txn.broken:  # it died between two statements of the transaction
+                self._lose_session("the connection holding this session's transaction")
             return self._txn, target
         if target is Target.LAST and self._last is not None and not self._last.broken:
             return self._last, target
@@ -599,6 +606,9 @@ class Session:
         endpoint = self.ctx.topology().writer
         held = self._writer
         if held is not None and (held.conn.broken or held.conn.endpoint != endpoint):
+            if self.state.pins:
+                causes = ", ".join(sorted(p.value for p in self.state.pins))
+                self._lose_session(f"the writer connection holding this session's {causes}")
             self._release(held)
             held = self._writer = None
         if held is None:
@@ -633,6 +643,11 @@ class Session:
         started = time.perf_counter()
         try:
             conn = await pool.acquire()
+            while self.state.schema is None and conn.server.schema is not None:
+                # MySQL has no way to un-select a database, and a reset keeps it: a
+                # session without a schema must not inherit another session's.
+                pool.discard(conn, "carries another session's default schema")
+                conn = await pool.acquire()
         except BackendError:
             self.ctx.report_failure(endpoint)
             raise
@@ -702,10 +717,24 @@ class Session:
                 return held
         return None
 
+    def _lose_session(self, what: str) -> None:
+        """State the client relies on died with a backend connection (an open
+        transaction, a temporary table, a lock...). Carrying on elsewhere would commit
+        half a transaction or read without that state, so the client gets one clear
+        error and its connection is closed, as if it had been talking to that server."""
+        self._send_error(
+            ErrorCode.CR_SERVER_LOST,
+            f"rwproxy: lost {what}; the transaction (if any) was rolled back",
+        )
+        raise ClientGone
+
     def _backend_failed(self, conn: BackendConnection) -> None:
+        was_writer = self._writer is not None and self._writer.conn is conn
         held = self._unhold(conn)
         if held is not None:
             held.pool.discard(conn, "failed")
+        if self._txn is conn or (self.state.pins and was_writer):
+            self._state_lost = "the connection holding this session's transaction or pinned state"
         if self._txn is conn:
             self._txn = None
             self.ctx.metrics.transaction_aborted()

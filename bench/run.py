@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.run             # full: ~25 min   (make bench)
     .venv/bin/python -m bench.run --quick     # < 3 min         (make bench-quick)
     .venv/bin/python -m bench.run --profile-only   # py-spy on the proxy under point_select
+    kill -TERM <pid>                               # stops cleanly: proxies, data set
 
 What is measured, and how (details in each module's docstring):
 
@@ -36,6 +37,7 @@ import contextlib
 import dataclasses
 import datetime
 import json
+import signal
 import sys
 import tempfile
 import time
@@ -75,11 +77,11 @@ QUICK: Final = Plan(
     "quick",
     ((sysbench.POINT_SELECT, 1), (sysbench.POINT_SELECT, 8)),
     rounds=2,
-    seconds=5,
+    seconds=4,
     churn_seconds=3,
     stream_rounds=2,
     idle_counts=(1000,),
-    profile_seconds=5,
+    profile_seconds=4,
 )
 FULL: Final = Plan(
     "full",
@@ -316,9 +318,20 @@ def parameters(plan: Plan) -> dict[str, str]:
     }
 
 
+def report_stem(output_dir: Path, mode: str) -> str:
+    """``<date>-<mode>``, or ``<date>-<mode>-2``, ``-3``...: a report already written (and
+    perhaps committed and cited) is never overwritten."""
+    stem = base = f"{datetime.date.today().isoformat()}-{mode}"
+    number = 1
+    while (output_dir / f"{stem}.md").exists():
+        number += 1
+        stem = f"{base}-{number}"
+    return stem
+
+
 def write_report(results: Results, output_dir: Path) -> Path:
     output_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"{datetime.date.today().isoformat()}-{results.mode}"
+    stem = report_stem(output_dir, results.mode)
     text = report.render(results)
     (output_dir / f"{stem}.md").write_text(text)
     data = dataclasses.asdict(dataclasses.replace(results, profile_raw=""))
@@ -358,7 +371,15 @@ def make_plan(args: argparse.Namespace) -> Plan:
     return plan
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    # SIGTERM (and SIGINT, which a shell's background job ignores) unwind like Ctrl-C, so the
+    # proxies are stopped and the data set dropped on the way out.
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, _terminate)
     args = parse_args(argv)
     plan = make_plan(args)
     names = [n for n in ALL_TARGETS if n in args.targets.split(",")]

@@ -94,9 +94,10 @@ class ProxyContext:
     def topology(self) -> Topology:
         return self.manager.current
 
-    async def wait_for_writer(self) -> Endpoint:
+    async def wait_for_writer(self, within: float | None = None) -> Endpoint:
+        """The writer, waiting up to `within` seconds (default: `writer_wait_timeout`)."""
         timeout = self.config.routing.writer_wait_timeout_seconds
-        endpoint = await self.manager.wait_for_writer(timeout)
+        endpoint = await self.manager.wait_for_writer(timeout if within is None else within)
         if endpoint is None:
             problem = self.topology().writer_problem or "unknown"
             writer = self.config.discovery.writer

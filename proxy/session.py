@@ -612,11 +612,33 @@ class Session:
             self._release(held)
             held = self._writer = None
         if held is None:
-            if endpoint is None:
-                endpoint = await self.ctx.wait_for_writer()
-            held = self._writer = await self._acquire(endpoint)
+            held = self._writer = await self._acquire_writer()
         await self._sync(held.conn)
         return held.conn
+
+    async def _acquire_writer(self) -> Held:
+        """A connection to the writer, waiting up to `writer_wait_timeout` for one.
+
+        For a moment after a primary goes away the topology still names it (its health
+        check has not failed yet), and connecting to it fails at once. Nothing of the
+        client's statement has been sent, so trying again cannot apply it twice: keep
+        trying, the topology refreshed by each failure, until a writer answers or the
+        wait is over, as when the topology has no writer at all.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.ctx.config.routing.writer_wait_timeout_seconds
+        pause = _WRITER_RETRY_FIRST_PAUSE
+        while True:
+            endpoint = self.ctx.topology().writer
+            if endpoint is None:
+                endpoint = await self.ctx.wait_for_writer(deadline - loop.time())
+            try:
+                return await self._acquire(endpoint)
+            except BackendError as exc:
+                if not _worth_retrying(exc) or loop.time() + pause >= deadline:
+                    raise
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, _WRITER_RETRY_MAX_PAUSE)
 
     async def _reader_conn(self, avoid: Endpoint | None = None) -> BackendConnection | None:
         readers = tuple(r for r in self.ctx.topology().readers if r != avoid)
@@ -808,6 +830,18 @@ class Session:
 _READS = (StatementKind.READ, StatementKind.SESSION)
 
 _DML = frozenset({"insert", "update", "delete", "replace", "begin", "start", "commit", "rollback"})
+
+
+_WRITER_RETRY_FIRST_PAUSE = 0.02
+_WRITER_RETRY_MAX_PAUSE = 0.5
+# Errors a pod answers a login with while it goes away or is overwhelmed: transient.
+_TRANSIENT_LOGIN_ERRORS = frozenset({ErrorCode.ER_CON_COUNT_ERROR, ErrorCode.ER_SERVER_SHUTDOWN})
+
+
+def _worth_retrying(exc: BackendError) -> bool:
+    """A failed connect or a going-away pod may be followed by a writer that answers;
+    a refused login (wrong password on the pod) will not."""
+    return exc.error is None or exc.error.code in _TRANSIENT_LOGIN_ERRORS
 
 
 def _touches_session(c: Classification) -> bool:

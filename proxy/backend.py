@@ -11,6 +11,10 @@ proxy's own queries, into a buffer. When the tracker says the reply is complete 
 future returned by `request()` resolves with the tracker, whose outcome carries the
 final status flags (the truth about transactions) and the final OK packet.
 
+`start()` is the same exchange without a future: the reply's end (or the connection's
+loss) calls a completion callback from inside `data_received`/`connection_lost`. The
+session's fast path uses it so that an ordinary statement costs no task switch.
+
 There is at most one command in flight per connection. A connection whose reply was
 cut short (client gone, timeout, bytes after the end of a reply) is marked `broken`
 and is never reused: its byte stream position is unknown.
@@ -42,6 +46,9 @@ from proxy.topology.model import Endpoint
 logger = logging.getLogger(__name__)
 
 Sink = Callable[[bytes | memoryview], None]
+#: Called once when a `start()`ed reply ends: (tracker, None), or (None, error) when the
+#: connection was lost first.
+Completion = Callable[["ResponseTracker | None", "BackendError | None"], None]
 
 #: Capabilities every backend connection asks for, whatever the client asked.
 BASE_CAPABILITIES = (
@@ -139,6 +146,7 @@ class BackendConnection(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._ready: asyncio.Future[None] = self._loop.create_future()
         self._reply: asyncio.Future[ResponseTracker] | None = None
+        self._on_done: Completion | None = None
         self._tracker: ResponseTracker | None = None
         self._sink: Sink | None = None
         self._collected = bytearray()
@@ -154,7 +162,7 @@ class BackendConnection(asyncio.Protocol):
             self._handshake_data(data)
             return
         tracker = self._tracker
-        if tracker is None or self._reply is None:
+        if tracker is None or (self._reply is None and self._on_done is None):
             self._fail("server sent data while no command was in flight")
             return
         try:
@@ -181,6 +189,9 @@ class BackendConnection(asyncio.Protocol):
             if future is not None and not future.done():
                 future.set_exception(error)
         self._transport = None
+        on_done, self._on_done = self._on_done, None
+        if on_done is not None:
+            on_done(None, error)
 
     def pause_reading(self) -> None:
         """Backpressure: the client is not reading, so stop reading from the pod."""
@@ -254,6 +265,33 @@ class BackendConnection(asyncio.Protocol):
             self._reply.set_result(tracker)
         return self._reply
 
+    def start(self, packet: bytes, command: int, sink: Sink, on_done: Completion) -> None:
+        """`request()` for the fast path: `on_done` is called when the reply ends.
+
+        The caller has checked that the connection is open and idle. A LOCAL INFILE
+        request ends the exchange too (`tracker.state` says so): the caller must
+        abandon the connection, since only `request()` can carry the client's file.
+        """
+        tracker = self._tracker
+        if tracker is None:
+            tracker = self._tracker = ResponseTracker(self.capabilities)
+        tracker.start(command)
+        self._sink = sink
+        self._on_done = on_done
+        assert self._transport is not None
+        self._transport.write(packet)
+        self.last_used_at = self._clock()
+
+    @property
+    def ready_for_fast_path(self) -> bool:
+        """Open, with no reply in flight: `start()` may be called."""
+        if self.broken or self._transport is None or self._on_done is not None:
+            return False
+        tracker = self._tracker
+        if tracker is not None and tracker.state not in _AT_REST:
+            return False
+        return self._reply is None or self._reply.done()
+
     def send_more(self, packet: bytes | memoryview) -> None:
         """Forward client bytes inside a running exchange (LOCAL INFILE data)."""
         self._write(packet)
@@ -296,13 +334,17 @@ class BackendConnection(asyncio.Protocol):
     def _finish_reply(self) -> None:
         tracker = self._tracker
         reply = self._reply
-        assert tracker is not None and reply is not None
+        assert tracker is not None
         outcome = tracker.outcome
         if outcome is not None and outcome.status is not None:
             self.status = outcome.status
         if tracker.done:  # paused for LOCAL INFILE: the final OK/ERR still goes to the client
             self._sink = None
-        if not reply.done():
+        on_done = self._on_done
+        if on_done is not None:
+            self._on_done = None
+            on_done(tracker, None)
+        elif reply is not None and not reply.done():
             reply.set_result(tracker)
 
     # -- lifetime -------------------------------------------------------------------
@@ -316,6 +358,8 @@ class BackendConnection(asyncio.Protocol):
         """A reply is still coming (also when whoever waited for it was cancelled)."""
         tracker = self._tracker
         if tracker is not None and tracker.state not in _AT_REST:
+            return True
+        if self._on_done is not None:
             return True
         return self._reply is not None and not self._reply.done()
 

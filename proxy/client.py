@@ -6,6 +6,11 @@ framing); afterwards a `PacketFramer` cuts them into command packets, bounded by
 `max_allowed_packet`. It also carries backpressure: when the application stops
 reading, the transport calls `pause_writing()`, and the connection pauses whatever
 backend is streaming to it until `resume_writing()`.
+
+New command packets are announced through `on_packets` (by default: wake whoever waits
+in `next_packet()`). The session replaces it with its fast-path dispatcher, which runs
+ordinary statements straight from this callback and wakes its command loop only for
+the rest.
 """
 
 from __future__ import annotations
@@ -36,7 +41,8 @@ class ClientConnection(asyncio.Protocol):
         self.last_activity = self._loop.time()
         self.on_lost: Callable[[], None] | None = None
         self._raw: bytearray | None = bytearray()
-        self._packets: deque[Packet] = deque()
+        self.packets: deque[Packet] = deque()
+        self.on_packets: Callable[[], None] = self.wake
         self._waiter: asyncio.Future[None] | None = None
         self._paused_by: Callable[[bool], None] | None = None
         self._writing_paused = False
@@ -57,22 +63,24 @@ class ClientConnection(asyncio.Protocol):
             self._raw += data
         else:
             try:
-                self._packets.extend(self.framer.feed(data))
+                self.packets.extend(self.framer.feed(data))
             except ProtocolError as exc:
                 self.protocol_error = exc
                 if self.transport is not None:
                     self.transport.pause_reading()
-        self._wake()
+            self.on_packets()
+            return
+        self.wake()
 
     def eof_received(self) -> bool:
         self.closed = True
-        self._wake()
+        self.wake()
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.transport = None
-        self._wake()
+        self.wake()
         if self.on_lost is not None:
             self.on_lost()
         if self._paused_by is not None:
@@ -105,7 +113,7 @@ class ClientConnection(asyncio.Protocol):
                 return data
             if self.closed:
                 return None
-            await self._wait()
+            await self.wait()
 
     def start_command_phase(self, early: bytes = b"") -> None:
         """Switch from raw bytes to framed packets (after a successful login).
@@ -118,16 +126,16 @@ class ClientConnection(asyncio.Protocol):
             self.data_received(leftover)
 
     def next_packet_nowait(self) -> Packet | None:
-        return self._packets.popleft() if self._packets else None
+        return self.packets.popleft() if self.packets else None
 
     async def next_packet(self) -> Packet | None:
         """The next client packet, or None when the client left or broke framing."""
         while True:
-            if self._packets:
-                return self._packets.popleft()
+            if self.packets:
+                return self.packets.popleft()
             if self.closed or self.protocol_error is not None:
                 return None
-            await self._wait()
+            await self.wait()
 
     def loop_time(self) -> float:
         return self._loop.time()
@@ -154,14 +162,15 @@ class ClientConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    async def _wait(self) -> None:
+    async def wait(self) -> None:
+        """Until `wake()` (new packets, or the client left)."""
         self._waiter = asyncio.get_running_loop().create_future()
         try:
             await self._waiter
         finally:
             self._waiter = None
 
-    def _wake(self) -> None:
+    def wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)

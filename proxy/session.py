@@ -33,6 +33,7 @@ timeout; if the replica does not catch up in time the read goes to the writer.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import time
@@ -50,7 +51,7 @@ from proxy.protocol.constants import Capability, Command, ErrorCode, ServerStatu
 from proxy.protocol.errors import MySQLError
 from proxy.protocol.framing import Packet, frame, next_seq_after
 from proxy.protocol.handshake import Authenticated, Rejected, ServerEvent, ServerHandshake
-from proxy.protocol.response import ResponseOutcome, ResponseTracker
+from proxy.protocol.response import ResponseOutcome, ResponseState, ResponseTracker
 from proxy.routing.classify import Classification, PinCause, StatementKind, classify
 from proxy.routing.router import RouteDecision, SessionView, Target, route
 from proxy.topology.model import Endpoint
@@ -118,6 +119,11 @@ class Session:
         self._schema_changed_on: BackendConnection | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
         self._state_lost: str | None = None
+        self._fast: _FastStatement | None = None  # a statement on the fast path, in flight
+        self._fast_failure: tuple[_FastStatement, BackendError | None] | None = None
+        self._loop_turn = True  # the command loop owns the client's packets
+        self._stop_loop = False
+        self._finished = False
         client.on_lost = self._client_lost
         self.current_sql = b""
         self._handlers: dict[int, Callable[[Packet], Awaitable[None]]] = {
@@ -146,6 +152,7 @@ class Session:
         except Exception:
             logger.exception("session %s failed", self.connection_id)
         finally:
+            self._finished = True
             if self._idle_timer is not None:
                 self._idle_timer.cancel()
             self._release_all()
@@ -250,38 +257,67 @@ class Session:
         return self._decide(handshake, events)
 
     async def _command_loop(self) -> None:
+        """Commands the fast path (`_dispatch`) did not take, one at a time, and the
+        recovery of fast statements whose backend failed."""
         client = self.client
         self._watch_idle()
-        while True:
-            packet = await client.next_packet()
-            if packet is None:
-                if client.protocol_error is not None:
-                    self._send_error(
-                        ErrorCode.ER_NET_PACKET_TOO_LARGE
-                        if "max_allowed_packet" in str(client.protocol_error)
-                        else ErrorCode.ER_MALFORMED_PACKET,
-                        f"rwproxy: {client.protocol_error}",
-                        seq=1,
-                    )
-                return
-            if packet.seq != 0:
-                self._send_error(
-                    ErrorCode.ER_NET_PACKETS_OUT_OF_ORDER, "Got packets out of order", seq=1
-                )
-                return
-            if not packet.payload:
-                self._send_error(ErrorCode.ER_MALFORMED_PACKET, "Empty command packet")
-                continue
-            code = packet.payload[0]
-            if code == Command.COM_QUIT:
-                return
-            handler = self._handlers.get(code) or self.statements.handler_for(code)
-            if handler is None:
-                self._send_error(ErrorCode.ER_UNKNOWN_COM_ERROR, _unknown_command_text(code))
-                continue
-            await self._run_command(handler, packet)
-            if self.ctx.draining and self._txn is None:
-                return  # shutting down: the transaction (if any) is over, say goodbye
+        client.on_packets = self._dispatch
+        try:
+            while not self._stop_loop:
+                failure = self._fast_failure
+                if failure is not None:
+                    self._fast_failure = None
+                    recover = functools.partial(self._recover_fast, *failure)
+                    await self._run_command(recover, failure[0].packet)
+                elif self._fast is not None and not client.closed:
+                    self._loop_turn = False  # woken while a fast statement runs: not ours
+                    await client.wait()
+                    continue
+                elif (packet := client.next_packet_nowait()) is not None:
+                    if not await self._command(packet):
+                        return
+                elif client.closed or client.protocol_error is not None:
+                    self._refuse_broken_framing()
+                    return
+                else:
+                    self._loop_turn = False  # new packets go to the fast path first
+                    await client.wait()
+                    continue
+                if self.ctx.draining and self._txn is None:
+                    return  # shutting down: the transaction (if any) is over, say goodbye
+        finally:
+            client.on_packets = client.wake
+
+    async def _command(self, packet: Packet) -> bool:
+        """Run one command the slow way; False: the session ends."""
+        if packet.seq != 0:
+            self._send_error(
+                ErrorCode.ER_NET_PACKETS_OUT_OF_ORDER, "Got packets out of order", seq=1
+            )
+            return False
+        if not packet.payload:
+            self._send_error(ErrorCode.ER_MALFORMED_PACKET, "Empty command packet")
+            return True
+        code = packet.payload[0]
+        if code == Command.COM_QUIT:
+            return False
+        handler = self._handlers.get(code) or self.statements.handler_for(code)
+        if handler is None:
+            self._send_error(ErrorCode.ER_UNKNOWN_COM_ERROR, _unknown_command_text(code))
+            return True
+        await self._run_command(handler, packet)
+        return True
+
+    def _refuse_broken_framing(self) -> None:
+        error = self.client.protocol_error
+        if error is not None:
+            self._send_error(
+                ErrorCode.ER_NET_PACKET_TOO_LARGE
+                if "max_allowed_packet" in str(error)
+                else ErrorCode.ER_MALFORMED_PACKET,
+                f"rwproxy: {error}",
+                seq=1,
+            )
 
     def _watch_idle(self) -> None:
         """Close a client that sent nothing for `client_idle_timeout_seconds` between
@@ -316,6 +352,140 @@ class Session:
         finally:
             self._in_command = False
             self.client.last_activity = self.client.loop_time()
+
+    # -- the fast path ------------------------------------------------------------------
+    #
+    # Most statements of most applications run on a connection the session already
+    # holds, in sync, with nothing to wait for. Those run from the client's
+    # `data_received` straight to the pod, and their reply's end is a callback from the
+    # pod's `data_received`: no task switch, no future. Everything else (a connection
+    # to acquire, state to replay, a read-your-writes wait, statements the proxy answers
+    # itself, failures) goes to the command loop, which is the one place for the rules.
+    # Exactly one of them owns the client's packets at any time: the loop while
+    # `_loop_turn`, the fast path while `_fast` is in flight.
+
+    def _dispatch(self) -> None:
+        """Packets arrived (or a fast statement ended): start the next one here if it
+        can take the fast path, else give it to the command loop."""
+        if self._fast is not None:
+            return  # its end dispatches again
+        client = self.client
+        if not client.packets and client.protocol_error is None:
+            return
+        if not self._loop_turn and client.protocol_error is None:
+            packet = client.packets[0]
+            if self._start_fast(packet):
+                client.packets.popleft()
+                return
+        self._loop_turn = True
+        client.wake()
+
+    def _start_fast(self, packet: Packet) -> bool:
+        """Send `packet` (a COM_QUERY) on the fast path; False: it needs the loop."""
+        payload = packet.payload
+        if (
+            packet.seq != 0
+            or len(payload) >= _FAST_MAX_PAYLOAD
+            or not payload
+            or payload[0] != _COM_QUERY
+            or self._state_lost is not None
+            or self.ctx.draining
+            or self.client.closed
+        ):
+            return False
+        sql = payload[1:]
+        c = classify(sql)
+        if c.first_keyword in _LOOP_KEYWORDS:
+            return False
+        decision = route(c, self.view())
+        conn = self._ready_conn(decision.target)
+        if conn is None:
+            return False
+        self.current_sql = sql
+        self._fast = _FastStatement(
+            packet, c, decision, conn, time.perf_counter(), self.client.bytes_out
+        )
+        self._in_command = True
+        self._active = conn
+        self.client.set_backpressure_target(self._pause_backend)
+        conn.start(frame(payload, 0), _COM_QUERY, self.client.write, self._fast_done)
+        return True
+
+    def _ready_conn(self, target: Target) -> BackendConnection | None:
+        """The connection `target` names if it can take a statement now, with nothing
+        to acquire, replay or wait for (what `_backend_for` would return at once)."""
+        if target is Target.TRANSACTION:
+            conn = self._txn
+        elif target is Target.LAST:
+            conn = self._last
+        else:
+            held = self._writer if target is Target.WRITER else self._reader
+            if held is None:
+                return None
+            conn = held.conn
+            topology = self.ctx.topology()
+            if target is Target.WRITER:
+                if conn.endpoint != topology.writer:
+                    return None
+            elif conn.endpoint not in topology.readers or (
+                self._unconfirmed_write and self.ctx.config.routing.read_your_writes != "off"
+            ):
+                return None
+            server = conn.server
+            if server.owner is not self or server.state_version != self.state.version:
+                return None
+        if conn is None or not conn.ready_for_fast_path:
+            return None
+        return conn
+
+    def _fast_done(self, tracker: ResponseTracker | None, error: BackendError | None) -> None:
+        """The reply of the fast statement ended (`tracker`) or its connection was lost."""
+        fast, self._fast = self._fast, None
+        if fast is None or self._finished:
+            return
+        client = self.client
+        self._active = None
+        client.set_backpressure_target(None)
+        self._in_command = False
+        client.last_activity = client.loop_time()
+        if tracker is None or tracker.state is ResponseState.LOCAL_INFILE_REQUESTED:
+            if tracker is not None:
+                fast.conn.abort("LOCAL INFILE requested for a statement that cannot send it")
+            self._fast_failure = (fast, error)
+            self._loop_turn = True
+            client.wake()
+            return
+        self._finish_statement(
+            fast.conn,
+            fast.c,
+            fast.decision,
+            fast.decision.target,
+            fast.started,
+            tracker,
+            _COM_QUERY,
+        )
+        if self.ctx.draining and self._txn is None:
+            self._stop_loop = True
+            client.wake()
+            return
+        self._dispatch()
+
+    async def _recover_fast(
+        self, fast: _FastStatement, error: BackendError | None, packet: Packet
+    ) -> None:
+        """What `execute` does when its backend fails, for a fast statement (run by the
+        command loop): error or lost session, or a read retried elsewhere."""
+        self._relay_failed(fast.conn, fast.bytes_out)
+        error = error or BackendError(fast.conn.endpoint, "unexpected LOCAL INFILE request")
+        target = fast.decision.target
+        if target is not Target.READER or not self.ctx.config.routing.retry_reads:
+            raise error
+        conn, target, tracker = await self._retry_read(
+            fast.conn, packet.payload, _COM_QUERY, fast.c
+        )
+        self._finish_statement(
+            conn, fast.c, fast.decision, target, fast.started, tracker, _COM_QUERY
+        )
 
     # -- COM_QUERY ----------------------------------------------------------------------
 
@@ -370,12 +540,7 @@ class Session:
         *,
         cursor: bool = False,
     ) -> None:
-        """Run one client command where `decision` says and relay its reply.
-
-        A read outside a transaction whose replica failed before a single byte of the
-        reply reached the client is retried once elsewhere: nothing was seen, and a
-        read has no effect to duplicate.
-        """
+        """Run one client command where `decision` says and relay its reply."""
         started = time.perf_counter()
         data = packet.payload
         conn, target = await self._backend_for(decision.target, c)
@@ -384,14 +549,45 @@ class Session:
         except BackendError:
             if target is not Target.READER or not self.ctx.config.routing.retry_reads:
                 raise
-            logger.info("read on %s failed before any reply: retrying once", conn.endpoint)
-            self.ctx.metrics.retry("reader_failed")
-            conn, target = await self._backend_for(Target.READER, c, avoid=conn.endpoint)
-            tracker = await self._relay(conn, data, command, c, cursor=cursor)
+            conn, target, tracker = await self._retry_read(conn, data, command, c, cursor)
+        self._finish_statement(conn, c, decision, target, started, tracker, command)
+        if self._schema_changed_on is conn:
+            await self._learn_schema(conn)
+
+    async def _retry_read(
+        self,
+        failed: BackendConnection,
+        data: bytes,
+        command: int,
+        c: Classification,
+        cursor: bool = False,
+    ) -> tuple[BackendConnection, Target, ResponseTracker]:
+        """A read outside a transaction whose replica failed before a single byte of the
+        reply reached the client is retried once elsewhere: nothing was seen, and a read
+        has no effect to duplicate."""
+        logger.info("read on %s failed before any reply: retrying once", failed.endpoint)
+        self.ctx.metrics.retry("reader_failed")
+        conn, target = await self._backend_for(Target.READER, c, avoid=failed.endpoint)
+        tracker = await self._relay(conn, data, command, c, cursor=cursor)
+        return conn, target, tracker
+
+    def _finish_statement(
+        self,
+        conn: BackendConnection,
+        c: Classification,
+        decision: RouteDecision,
+        target: Target,
+        started: float,
+        tracker: ResponseTracker,
+        command: int,
+    ) -> None:
+        """Count, log and learn from a statement whose reply has ended."""
         seconds = time.perf_counter() - started
-        failed = tracker.outcome is not None and bool(tracker.outcome.error_code)
-        self.ctx.metrics.statement(target, conn.endpoint.pod, command, c.first_keyword)
-        self.ctx.metrics.statement_done(target, seconds, failed)
+        outcome = tracker.outcome
+        failed = outcome is not None and bool(outcome.error_code)
+        metrics = self.ctx.metrics
+        metrics.statement(target, conn.endpoint.pod, command, c.first_keyword)
+        metrics.statement_done(target, seconds, failed)
         _statement_log.debug(
             "session %d: %s %s on %s (%s) %.2f ms",
             self.connection_id,
@@ -401,9 +597,7 @@ class Session:
             decision.rule,
             seconds * 1000,
         )
-        self._after(conn, c, tracker.outcome)
-        if self._schema_changed_on is conn:
-            await self._learn_schema(conn)
+        self._after(conn, c, outcome)
 
     async def _relay(
         self,
@@ -430,14 +624,17 @@ class Session:
                 await self._relay_infile(conn)
                 tracker = await conn.infile_sent()
         except BackendError:
-            self._backend_failed(conn)
-            if self.client.bytes_out != start_out:
-                raise ClientGone from None  # half a reply went out: the stream is lost
+            self._relay_failed(conn, start_out)
             raise
         finally:
             self._active = None
             self.client.set_backpressure_target(None)
         return tracker
+
+    def _relay_failed(self, conn: BackendConnection, start_out: int) -> None:
+        self._backend_failed(conn)
+        if self.client.bytes_out != start_out:
+            raise ClientGone from None  # half a reply went out: the stream is lost
 
     def _client_lost(self) -> None:
         """The client hung up: a reply still streaming to it must stop now, not run to
@@ -822,6 +1019,26 @@ class Session:
         self.client.write(frame(payload, seq))
 
     send_error = _send_error
+
+
+@dataclass(slots=True)
+class _FastStatement:
+    """A statement in flight on the fast path."""
+
+    packet: Packet
+    c: Classification
+    decision: RouteDecision
+    conn: BackendConnection
+    started: float
+    bytes_out: int  # the client's byte count when it was sent: did any reply go out?
+
+
+_COM_QUERY = int(Command.COM_QUERY)
+_FAST_MAX_PAYLOAD = 0xFFFFFF  # one packet: longer statements come in several frames
+# First keywords the command loop handles itself: statements the proxy answers (SHOW
+# RWPROXY, KILL), that need a question after them (USE) or more client packets (LOAD DATA
+# LOCAL INFILE).
+_LOOP_KEYWORDS = frozenset({"show", "kill", "use", "load"})
 
 
 # Statements after which a replica read needs no read-your-writes check. Cautious

@@ -30,7 +30,6 @@ from proxy.protocol.constants import Command, ErrorCode, ServerStatus
 from proxy.protocol.errors import MySQLError
 from proxy.protocol.framing import Packet, frame
 from proxy.routing.classify import Classification, classify
-from proxy.routing.router import route
 
 if TYPE_CHECKING:
     from proxy.session import Session
@@ -78,7 +77,7 @@ class PreparedStatements:
         session = self.session
         sql = packet.payload[1:]
         c = classify(sql)
-        conn, _ = await session._backend_for(route(c, session.view()).target, c)
+        conn, _ = await session._backend_for(session.route(c).target, c)
         prepared, reply = await _prepare_on(conn, sql)
         if prepared is None:
             session.client.write(reply)
@@ -94,7 +93,7 @@ class PreparedStatements:
         session = self.session
         conn = statement.bound_to
         if conn is None or conn.broken:
-            decision = route(statement.classification, session.view())
+            decision = session.route(statement.classification)
             conn, _ = await session._backend_for(decision.target, statement.classification)
         payload = await self._for_backend(conn, statement, packet.payload)
         cursor = (
@@ -117,7 +116,7 @@ class PreparedStatements:
         session = self.session
         conn = statement.bound_to
         if conn is None or conn.broken:
-            decision = route(statement.classification, session.view())
+            decision = session.route(statement.classification)
             conn, _ = await session._backend_for(decision.target, statement.classification)
         backend = await _ensure_prepared(conn, statement)
         statement.bound_to = conn

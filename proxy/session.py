@@ -397,7 +397,7 @@ class Session:
         c = classify(sql)
         if c.first_keyword in _LOOP_KEYWORDS:
             return False
-        decision = route(c, self.view())
+        decision = self.route(c)
         conn = self._ready_conn(decision.target)
         if conn is None:
             return False
@@ -497,7 +497,7 @@ class Session:
         if c.first_keyword == "kill":
             await self._on_kill_statement(sql)
             return
-        decision = route(c, self.view())
+        decision = self.route(c)
         await self.execute(packet, Command.COM_QUERY, c, decision)
 
     async def _on_kill_statement(self, sql: bytes) -> None:
@@ -515,6 +515,32 @@ class Session:
         if target == self.connection_id and not query_only:
             raise ClientGone
         self.send_ok()
+
+    def route(self, c: Classification) -> RouteDecision:
+        """`route(c, self.view())`, remembered per classification and session state:
+        building the view and the decision's text cost more than the rest of routing."""
+        if self.state.pins:
+            return route(c, self.view())
+        topology = self.ctx.topology()
+        txn = self._txn
+        key = (
+            id(c),
+            txn is not None,
+            txn is not None and self._reader is not None and txn is self._reader.conn,
+            self.status & _AUTOCOMMIT,
+            not topology.readers,
+            topology.writer is None,
+            self.ctx.config.routing.mode,
+            self._last is not None and not self._last.broken,
+        )
+        known = _decisions.get(key)
+        if known is not None and known[0] is c:
+            return known[1]
+        decision = route(c, self.view())
+        if len(_decisions) >= _DECISIONS_KEPT:
+            _decisions.clear()
+        _decisions[key] = (c, decision)  # holding `c` keeps its id from being reused
+        return decision
 
     def view(self) -> SessionView:
         topology = self.ctx.topology()
@@ -1032,6 +1058,10 @@ class _FastStatement:
     started: float
     bytes_out: int  # the client's byte count when it was sent: did any reply go out?
 
+
+# Session.route's memory: (id(classification), session state) -> (classification, decision).
+_decisions: dict[tuple[object, ...], tuple[Classification, RouteDecision]] = {}
+_DECISIONS_KEPT = 4096
 
 _COM_QUERY = int(Command.COM_QUERY)
 _FAST_MAX_PAYLOAD = 0xFFFFFF  # one packet: longer statements come in several frames

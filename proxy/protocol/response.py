@@ -94,6 +94,10 @@ _MORE_RESULTS = int(ServerStatus.SERVER_MORE_RESULTS_EXISTS)
 
 
 class ResponseState(enum.Enum):
+    # Members are singletons compared by identity: hash them so too, in C (Enum's own
+    # __hash__ is Python code, and these are dict keys on every statement).
+    __hash__ = object.__hash__
+
     IDLE = enum.auto()  # no command started yet
     RESULT_HEADER = enum.auto()  # first packet of a (next) result: OK, ERR, 0xFB, column count
     PREPARE_OK = enum.auto()  # COM_STMT_PREPARE: OK with the statement id, or ERR

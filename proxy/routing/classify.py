@@ -133,6 +133,7 @@ __all__ = [
     "StatementKind",
     "classify",
     "classify_uncached",
+    "statement_shape",
 ]
 
 logger = logging.getLogger(__name__)
@@ -142,6 +143,8 @@ CACHE_TEXT_LIMIT = 4096  # characters (or bytes); longer texts are classified ev
 
 
 class StatementKind(enum.Enum):
+    __hash__ = object.__hash__  # identity, in C: see ResponseState
+
     READ = "read"  # safe on a replica
     READ_ON_WRITER = "read_on_writer"  # a read kept on the writer out of caution; hint may move
     WRITE = "write"  # must run on the writer; no hint can move it
@@ -208,10 +211,64 @@ Handler = Callable[[_Stmt], Verdict]
 
 
 def classify(sql: str | bytes) -> Classification:
-    """Classify one statement text (bytes are decoded as UTF-8, bad bytes kept). Cached."""
+    """Classify one statement text (bytes are decoded as UTF-8, bad bytes kept). Cached,
+    for plain statements by their *shape* (see `statement_shape`), so that
+    `... WHERE id = 1` and `... WHERE id = 2` are classified once."""
     if isinstance(sql, str | bytes) and len(sql) <= CACHE_TEXT_LIMIT:
+        if isinstance(sql, bytes):
+            return _exact.get(sql) or _classify_bytes(sql)
         return _classify_cached(sql)
     return classify_uncached(sql)
+
+
+def _classify_bytes(sql: bytes) -> Classification:
+    shape = statement_shape(sql)
+    c = _by_shape.get(shape) if shape is not None else None
+    if c is None:
+        c = classify_uncached(sql)
+        if shape is not None and _shape_decides(c):
+            _remember(_by_shape, shape, c)
+    _remember(_exact, sql, c)
+    return c
+
+
+def _remember(cache: dict[bytes, Classification], key: bytes, c: Classification) -> None:
+    if len(cache) >= CACHE_ENTRIES:
+        cache.clear()  # cheaper than LRU bookkeeping on every hit; refills in a moment
+    cache[key] = c
+
+
+# Integers and single-quoted strings without a backslash or a quote inside.
+_LITERALS = re.compile(rb"'[^'\\]*'|\b[0-9]+\b")
+# Texts where a literal may not be what `_LITERALS` sees: a quote or a digit inside a
+# comment, a double-quoted string or a quoted identifier, or backslash escapes (whose
+# meaning depends on sql_mode NO_BACKSLASH_ESCAPES).
+_SHAPE_UNSAFE = re.compile(rb'/\*|--|#|"|`|\\')
+_by_shape: dict[bytes, Classification] = {}
+_exact: dict[bytes, Classification] = {}
+_SHAPE_KEYWORDS = frozenset({"select", "insert", "update", "delete", "replace"})
+
+
+def statement_shape(sql: bytes) -> bytes | None:
+    """`sql` with its literals replaced by `?`, or None when that could change what the
+    text means (comments, other quoting, escapes): then only the exact text is cached.
+
+    Two texts of one shape differ only in literal values, and a literal's value never
+    decides where a plain SELECT/INSERT/UPDATE/DELETE/REPLACE goes (`_shape_decides`);
+    session statements (`SET autocommit = 0` vs `= 1`) are never cached by shape.
+    """
+    if _SHAPE_UNSAFE.search(sql) is not None:
+        return None
+    return _LITERALS.sub(b"?", sql)
+
+
+def _shape_decides(c: Classification) -> bool:
+    return (
+        c.first_keyword in _SHAPE_KEYWORDS
+        and c.kind in (StatementKind.READ, StatementKind.WRITE)
+        and c.pin is None
+        and c.unpin is None
+    )
 
 
 def classify_uncached(sql: str | bytes) -> Classification:

@@ -33,6 +33,8 @@ from proxy.routing.classify import Classification, Hint, PinCause, StatementKind
 
 
 class Target(enum.Enum):
+    __hash__ = object.__hash__  # identity, in C: see ResponseState
+
     WRITER = "writer"
     READER = "reader"
     TRANSACTION = "transaction"

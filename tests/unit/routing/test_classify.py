@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -83,10 +84,64 @@ def test_replay_only_for_session() -> None:
 def test_result_is_cached_and_bounded() -> None:
     sql = "SELECT c FROM cache_test WHERE id = 7"
     assert classify(sql) is classify(sql)
+    assert classify(sql.encode()) is classify(sql.encode())
     long_text = "SELECT '" + "x" * (classify_module.CACHE_TEXT_LIMIT + 1) + "'"
     before = classify_module._classify_cached.cache_info().currsize
     assert classify(long_text).kind is K.READ
+    assert classify(long_text.encode()).kind is K.READ
     assert classify_module._classify_cached.cache_info().currsize == before
+    assert long_text.encode() not in classify_module._exact
+
+
+def test_bytes_caches_stay_bounded() -> None:
+    for i in range(classify_module.CACHE_ENTRIES * 2 + 10):
+        classify(f"SELECT c FROM bounded_{i} WHERE id = {i}".encode())
+    assert len(classify_module._exact) <= classify_module.CACHE_ENTRIES
+    assert len(classify_module._by_shape) <= classify_module.CACHE_ENTRIES
+
+
+@pytest.mark.parametrize(
+    ("text", "shape"),
+    [
+        (b"SELECT c FROM sbtest1 WHERE id=4711", b"SELECT c FROM sbtest1 WHERE id=?"),
+        (b"SELECT 'it''s', 12.5 FROM t9 WHERE a='b;c'", b"SELECT ??, ?.? FROM t9 WHERE a=?"),
+        (
+            b"INSERT INTO t (a, b) VALUES (1, 'x'), (22, '')",
+            b"INSERT INTO t (a, b) VALUES (?, ?), (?, ?)",
+        ),
+        (b"SELECT 0x1F, 1e5, x'0A' FROM 1t", b"SELECT 0x1F, 1e5, x? FROM 1t"),
+    ],
+)
+def test_statement_shape_replaces_plain_literals(text: bytes, shape: bytes) -> None:
+    assert classify_module.statement_shape(text) == shape
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"SELECT 1 /* ' */ FROM t",
+        b"SELECT 1 -- it's\n",
+        b"SELECT 1 # it's",
+        b'SELECT "a\'b" FROM t',
+        b"SELECT `it's` FROM t",
+        b"SELECT 'a\\' ; DELETE FROM t; -- '",
+    ],
+)
+def test_no_shape_where_quotes_or_digits_may_hide(text: bytes) -> None:
+    assert classify_module.statement_shape(text) is None
+
+
+def test_a_shape_never_carries_a_write_to_a_read() -> None:
+    """Texts of one shape classify alike: the first one's answer serves the rest."""
+    read = b"SELECT a FROM shape_t WHERE id = 1"
+    assert classify(read).kind is K.READ
+    assert classify(b"SELECT a FROM shape_t WHERE id = 2") is classify(read)
+    # What a literal could hide never reaches the shape cache:
+    hidden = b"SELECT a FROM shape_t WHERE id = 'x\\' ; DELETE FROM shape_t; -- '"
+    assert classify(hidden).kind is K.WRITE
+    # Session statements whose value matters are not cached by shape:
+    assert classify(b"SET autocommit = 0").kind is classify_uncached(b"SET autocommit = 0").kind
+    assert classify_module.statement_shape(b"SET autocommit = 1") not in classify_module._by_shape
 
 
 def test_unexpected_internal_error_goes_to_writer(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -336,3 +391,41 @@ def test_lexer_keeps_executable_comments() -> None:
     assert lex("SELECT /*!50700 1 */", versioned_code=False).code.split() == ["select"]
     assert lex("SELECT /*! 1 */", versioned_code=False).code.split() == ["select", "1"]
     assert lex("SELECT /*M!100100 1 */").versioned
+
+
+def _as_bytes(sql: str | bytes) -> bytes:
+    return sql if isinstance(sql, bytes) else sql.encode("utf-8", "surrogateescape")
+
+
+_SHAPED = [_as_bytes(c.sql) for c in CASES if classify_module.statement_shape(_as_bytes(c.sql))]
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    index=st.integers(min_value=0, max_value=len(_SHAPED) - 1),
+    numbers=st.lists(st.integers(min_value=0, max_value=10**12), min_size=1, max_size=8),
+    strings=st.lists(
+        st.text(st.characters(blacklist_characters="'\\", codec="utf-8"), max_size=12),
+        min_size=1,
+        max_size=8,
+    ),
+)
+def test_texts_of_one_shape_classify_alike(
+    index: int, numbers: list[int], strings: list[str]
+) -> None:
+    """Change every literal of a corpus statement: where the shape cache would answer
+    (`_shape_decides`), the answer must be the one the text itself gets."""
+    text = _SHAPED[index]
+    counter = iter(range(10**6))
+
+    def swap(match: re.Match[bytes]) -> bytes:
+        i = next(counter)
+        if match.group().startswith(b"'"):
+            return b"'" + strings[i % len(strings)].encode() + b"'"
+        return str(numbers[i % len(numbers)]).encode()
+
+    other = classify_module._LITERALS.sub(swap, text)
+    assert classify_module.statement_shape(other) == classify_module.statement_shape(text)
+    first = classify_uncached(text)
+    if classify_module._shape_decides(first):
+        assert classify_uncached(other) == first, (text, other)

@@ -84,12 +84,16 @@ MAX_COLUMNS = 0xFFFF
 PREPARE_OK_STATEMENT_ID_OFFSET = HEADER_SIZE + 1
 """Offset of the statement id (int<4>) in the reply stream of COM_STMT_PREPARE."""
 
-_METADATA_FLAG_CAPS = (
+_METADATA_FLAG_CAPS = int(
     Capability.CLIENT_OPTIONAL_RESULTSET_METADATA | Capability.MARIADB_CLIENT_CACHE_METADATA
 )
 
 
 _CURSOR_EXISTS = int(ServerStatus.SERVER_STATUS_CURSOR_EXISTS)
+_PROGRESS = int(Capability.MARIADB_CLIENT_PROGRESS)
+_OPTIONAL_METADATA = int(Capability.CLIENT_OPTIONAL_RESULTSET_METADATA)
+_PROTOCOL_41 = int(Capability.CLIENT_PROTOCOL_41)
+_TRANSACTIONS = int(Capability.CLIENT_TRANSACTIONS)
 _MORE_RESULTS = int(ServerStatus.SERVER_MORE_RESULTS_EXISTS)
 
 
@@ -213,7 +217,7 @@ class ResponseTracker:
     )
 
     def __init__(self, capabilities: Capability) -> None:
-        self._caps = capabilities
+        self._caps = int(capabilities)  # a plain int, like the status: Flag `&` is slow
         deprecate_eof = capabilities & Capability.CLIENT_DEPRECATE_EOF
         self._eof_limit = MAX_PACKET_PAYLOAD if deprecate_eof else CLASSIC_EOF_LIMIT
         self._state = ResponseState.IDLE
@@ -509,7 +513,7 @@ class ResponseTracker:
 
     def _on_err(self, payload: bytes) -> None:
         code, _ = codec.read_int(payload, 1, 2)
-        if code == PROGRESS_REPORT_CODE and self._caps & Capability.MARIADB_CLIENT_PROGRESS:
+        if code == PROGRESS_REPORT_CODE and self._caps & _PROGRESS:
             return  # a progress report, not the end of anything
         self._error_code = code
         self._finish(OutcomeKind.ERR, payload)
@@ -532,7 +536,7 @@ class ResponseTracker:
         self.prepare_ok = PrepareOk(statement_id, num_columns, num_params, warnings)
         self._warnings = warnings
         self._final_payload = payload
-        metadata = self._caps & Capability.CLIENT_OPTIONAL_RESULTSET_METADATA
+        metadata = self._caps & _OPTIONAL_METADATA
         if metadata and len(payload) > pos and not payload[pos]:
             num_params = num_columns = 0  # metadata_follows = RESULTSET_METADATA_NONE
         self._begin_definitions([num_params, num_columns])
@@ -662,10 +666,10 @@ class ResponseTracker:
         """(status, warnings) of an OK_Packet (header 0x00, or 0xFE with DEPRECATE_EOF)."""
         _, pos = codec.read_lenenc_int(payload, 1)  # affected_rows
         _, pos = codec.read_lenenc_int(payload, pos)  # last_insert_id
-        if self._caps & Capability.CLIENT_PROTOCOL_41:
+        if self._caps & _PROTOCOL_41:
             status, pos = codec.read_int(payload, pos, 2)
             return status, codec.read_int(payload, pos, 2)[0]
-        if self._caps & Capability.CLIENT_TRANSACTIONS:
+        if self._caps & _TRANSACTIONS:
             return codec.read_int(payload, pos, 2)[0], 0
         return 0, 0
 
@@ -673,7 +677,7 @@ class ResponseTracker:
         """(status, warnings) of an EOF_Packet, or of the 0xFE-OK that replaces it."""
         if self._eof_limit != CLASSIC_EOF_LIMIT:
             return self._ok_status(payload)
-        if not self._caps & Capability.CLIENT_PROTOCOL_41:
+        if not self._caps & _PROTOCOL_41:
             return 0, 0
         warnings, pos = codec.read_int(payload, 1, 2)
         return codec.read_int(payload, pos, 2)[0], warnings

@@ -26,6 +26,7 @@ from bench.profile import Profile
 DIRECT: Final = "direct"
 HAPROXY: Final = "haproxy"
 WRITER_ONLY: Final = "rwproxy-writer-only"
+WORKERS: Final = "rwproxy-writer-only-2w"  # the same with `workers: 2` (SO_REUSEPORT)
 ROUTING: Final = "rwproxy"
 
 

@@ -9,8 +9,9 @@ What is measured, and how (details in each module's docstring):
 
 - **sysbench** (Debian package) ``oltp_point_select``, ``oltp_read_only --skip_trx=on`` and
   ``oltp_read_write`` at 1, 8 and 32 threads (quick: point_select at 1 and 8), text protocol,
-  against four targets: **direct** to the primary, **haproxy** (TCP mode, 1 thread) to the
-  primary, **rwproxy** (routing.mode split) and **rwproxy-writer-only**. Per run: QPS, p95
+  against five targets: **direct** to the primary, **haproxy** (TCP mode, 1 thread) to the
+  primary, **rwproxy** (routing.mode split), **rwproxy-writer-only** and
+  **rwproxy-writer-only-2w** (the same with ``workers: 2``). Per run: QPS, p95
   latency, errors and the proxy's CPU seconds per 1,000 statements (utime + stime from
   /proc/<pid>/stat, for haproxy too). Targets are interleaved in each round (order rotated per
   round), 3 rounds (quick: 2); figures are medians, comparisons medians of same-round ratios.
@@ -47,11 +48,11 @@ from pathlib import Path
 from typing import Final, TypeVar
 
 from bench import lab, measure, procs, profile, report, sysbench, targets
-from bench.report import DIRECT, HAPROXY, ROUTING, WRITER_ONLY, Results
+from bench.report import DIRECT, HAPROXY, ROUTING, WORKERS, WRITER_ONLY, Results
 from bench.targets import Target
 
 RESULTS_DIR: Final = Path(__file__).resolve().parent / "results"
-ALL_TARGETS: Final = (DIRECT, HAPROXY, ROUTING, WRITER_ONLY)
+ALL_TARGETS: Final = (DIRECT, HAPROXY, ROUTING, WRITER_ONLY, WORKERS)
 _T = TypeVar("_T")
 
 
@@ -116,6 +117,9 @@ def start_targets(
         HAPROXY: lambda: targets.start_haproxy(workdir),
         ROUTING: lambda: targets.start_rwproxy(ROUTING, workdir),
         WRITER_ONLY: lambda: targets.start_rwproxy(WRITER_ONLY, workdir, "writer_only"),
+        WORKERS: lambda: targets.start_rwproxy(
+            WORKERS, workdir, "writer_only", {"RWPROXY_WORKERS": "2"}
+        ),
     }
     started = []
     for name in names:

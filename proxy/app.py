@@ -48,6 +48,7 @@ from proxy.server import ProxyContext, ProxyServer
 from proxy.topology.discovery import Discovery
 from proxy.topology.health import HealthChecker
 from proxy.topology.manager import TopologyManager
+from proxy.workers import SOLE_WORKER, WorkerSlot, run_workers
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +109,9 @@ class Proxy:
         config: Config,
         config_path: Path | None = None,
         environ: Mapping[str, str] = os.environ,
+        worker: WorkerSlot = SOLE_WORKER,
     ) -> None:
+        self.worker = worker
         self.metrics = Metrics()
         self.credentials = Credentials(config)
         self.checker = ObservedChecker(build_checker(config), self.metrics)
@@ -116,7 +119,7 @@ class Proxy:
         self.topology = TopologyManager(discovery, self.checker, config)
         self.ctx = ProxyContext(config, self.topology, self.credentials.lookup, self.metrics)
         self.metrics.bind(lambda: status_snapshot(self.ctx))
-        self.server = ProxyServer(self.ctx)
+        self.server = ProxyServer(self.ctx, worker)
         self.http: HttpServer | None = None
         self.watcher = self._watcher(config_path, environ)
         self._listening = False
@@ -152,7 +155,9 @@ class Proxy:
     async def run(self, ready: Callable[[Proxy], None] | None = None) -> None:
         try:
             async with asyncio.TaskGroup() as tasks:
-                self.http = await start_http(self.ctx, lambda: self._listening, self._reload_status)
+                self.http = await start_http(
+                    self.ctx, lambda: self._listening, self._reload_status, self.worker.index
+                )
                 topology_task = tasks.create_task(self.topology.run())
                 watcher_task = tasks.create_task(self._watch())
                 pools_task = tasks.create_task(self.ctx.maintain_pools())
@@ -225,8 +230,10 @@ class Proxy:
         task.add_done_callback(self._tasks.discard)
 
 
-async def serve(config: Config, config_path: Path | None = None) -> int:
-    proxy = Proxy(config, config_path)
+async def serve(
+    config: Config, config_path: Path | None = None, worker: WorkerSlot = SOLE_WORKER
+) -> int:
+    proxy = Proxy(config, config_path, worker=worker)
     loop = asyncio.get_running_loop()
     handlers = {signal.SIGTERM: proxy.stop, signal.SIGINT: proxy.stop, signal.SIGHUP: proxy.reload}
     for sig, handler in handlers.items():
@@ -249,7 +256,11 @@ def _signalled(sig: signal.Signals, handler: Callable[[], None]) -> None:
 
 def run_serve(config: Config, config_path: Path | None = None) -> int:
     setup_logging(config.log_level, config.log_format)
-    return run_event_loop(serve(config, config_path))
+    if config.workers == 1:
+        return run_event_loop(serve(config, config_path))
+    return run_workers(
+        config.workers, lambda slot: run_event_loop(serve(config, config_path, slot))
+    )
 
 
 def run_event_loop(main: object) -> int:

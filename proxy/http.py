@@ -268,13 +268,16 @@ async def start_http(
     ctx: ProxyContext,
     listening: Callable[[], bool],
     reload_status: Callable[[], Mapping[str, Any]] = dict,
+    port_offset: int = 0,
 ) -> HttpServer | None:
-    """The HTTP endpoint on `config.http`, started; None when it is disabled."""
+    """The HTTP endpoint on `config.http` (its port + `port_offset`: worker i of several
+    uses port + i), started; None when it is disabled."""
     address = ctx.config.http
     if address is None:
         return None
     server = HttpServer(ProbeEndpoints(ctx, listening, reload_status).routes())
-    await server.start(address.host, address.port)
+    port = address.port + port_offset if address.port else 0
+    await server.start(address.host, port)
     logger.info(
         "http endpoint on %s:%d (/metrics /healthz /readyz /status)", address.host, server.port
     )

@@ -37,6 +37,7 @@ from proxy.ryw import ReadYourWrites
 from proxy.session import Session
 from proxy.topology.manager import TopologyManager
 from proxy.topology.model import Endpoint, Topology
+from proxy.workers import SOLE_WORKER, WorkerSlot
 
 logger = logging.getLogger(__name__)
 
@@ -240,9 +241,10 @@ class ProxyContext:
 class ProxyServer:
     """The listening socket and the sessions it started."""
 
-    def __init__(self, ctx: ProxyContext) -> None:
+    def __init__(self, ctx: ProxyContext, worker: WorkerSlot = SOLE_WORKER) -> None:
         self.ctx = ctx
-        self._ids = itertools.count(1)
+        self.worker = worker
+        self._ids = itertools.count(worker.first_connection_id(), worker.count)
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
 
@@ -255,7 +257,12 @@ class ProxyServer:
         listen = self.ctx.config.listen
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            self._new_client, listen.host, listen.port, reuse_address=True, backlog=1024
+            self._new_client,
+            listen.host,
+            listen.port,
+            reuse_address=True,
+            reuse_port=self.worker.shares_port or None,
+            backlog=1024,
         )
         logger.info("listening on %s:%d", listen.host, self.port)
 

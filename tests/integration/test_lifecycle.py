@@ -13,6 +13,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -333,3 +334,76 @@ def test_check_rejects_an_invalid_file(tmp_path: Path) -> None:
     result = run_check(path)
     assert result.returncode == 2
     assert "listen" in result.stderr
+
+
+# -- workers ------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A port nothing listens on now (several workers cannot share port 0: each would get
+    a port of its own)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_workers_share_the_port_and_stop_together(run_proxy: Any, cluster: ClusterHandle) -> None:
+    port, http = free_port(), free_port()
+    text = config_yaml(cluster).replace("listen: 127.0.0.1:0", f"listen: 127.0.0.1:{port}")
+    text = text.replace("http: 127.0.0.1:0", f"http: 127.0.0.1:{http}") + "workers: 2\n"
+    proxy = run_proxy(text)
+    proxy.wait_for_log(r"worker 1 started")
+    # Both workers listen (two log lines) and answer HTTP on port + index.
+    proxy.wait_for_log(rf"listening on 127\.0\.0\.1:{port}")
+    wait_until(lambda: proxy.log().count(f"listening on 127.0.0.1:{port}") == 2, "two listeners")
+    for offset in (0, 1):
+        with urllib.request.urlopen(f"http://127.0.0.1:{http + offset}/healthz", timeout=5) as r:
+            assert r.status == 200
+    # The kernel spreads connections over both: proxy ids are odd from worker 0, even
+    # from worker 1 (unique across workers).
+    seen: set[int] = set()
+    for _ in range(40):
+        conn = proxy.connect(cluster)
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute("SELECT 1")
+                assert cursor.fetchall() == ((1,),)
+            seen.add(conn.thread_id())
+        finally:
+            conn.close()
+    assert len(seen) == 40, "proxy connection ids repeat across workers"
+    assert {i % 2 for i in seen} == {0, 1}, f"one worker took every connection: {sorted(seen)}"
+    proxy.signal(signal.SIGTERM)
+    assert proxy.wait(20) == 0
+    assert not accepting(port), "a worker still listens after the parent exited"
+
+
+def test_a_worker_that_cannot_start_stops_the_rest(cluster: ClusterHandle, tmp_path: Path) -> None:
+    """A port already taken (without SO_REUSEPORT) fails every worker at start: the parent
+    stops and exits 1 instead of restarting them forever."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        text = config_yaml(cluster).replace("listen: 127.0.0.1:0", f"listen: 127.0.0.1:{port}")
+        path = tmp_path / "rwproxy.yaml"
+        path.write_text(text + "workers: 2\n")
+        done = subprocess.run(
+            [sys.executable, "-m", "proxy", "serve", "--config", str(path)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=START_SECONDS,
+            check=False,
+        )
+    assert done.returncode == 1, done.stderr
+    assert "exited at start" in done.stderr, done.stderr
+
+
+def accepting(port: int) -> bool:
+    """True when something still accepts connections on `port`."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False

@@ -243,6 +243,12 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.reclaims_total = Counter(
+            "rwproxy_pool_reclaims_total",
+            "Connections an idle session gave back because its pod's pool was exhausted",
+            ["pod"],
+            registry=r,
+        )
         self.misroutes_total = Counter(
             "rwproxy_misrouted_statements_total",
             "Statements a pod refused as read-only (1290): stale topology or a wrong rule",
@@ -374,6 +380,9 @@ class Metrics:
 
     def retry(self, reason: str) -> None:
         self.retries_total.labels(reason).inc()
+
+    def reclaimed(self, pod: str) -> None:
+        self.reclaims_total.labels(pod).inc()
 
     def misroute(self, pod: str) -> None:
         self.misroutes_total.labels(pod).inc()

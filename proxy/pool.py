@@ -81,6 +81,9 @@ class Pool:
         self.limits = limits
         self._opener = opener
         self._clock = clock
+        # Called when every connection is taken, before waiting: the proxy asks an idle
+        # session to give one back (see ProxyContext.reclaim_idle).
+        self.on_exhausted: Callable[[Pool], None] | None = None
         self._idle: list[BackendConnection] = []
         self._in_use = 0
         self._opening = 0
@@ -108,6 +111,12 @@ class Pool:
                 return conn
             if self.size < self.limits.max_size:
                 return await self._open()
+            if self.on_exhausted is not None:
+                self.on_exhausted(self)
+                conn = self._pop_idle()  # given back, already clean
+                if conn is not None:
+                    self._in_use += 1
+                    return conn
             await self._wait_turn(deadline)
 
     def _pop_idle(self) -> BackendConnection | None:
@@ -255,15 +264,22 @@ class Pool:
 class PoolSet:
     """All pools, by endpoint and key, created on first use."""
 
-    def __init__(self, opener: Opener, limits: PoolLimits) -> None:
+    def __init__(
+        self,
+        opener: Opener,
+        limits: PoolLimits,
+        on_exhausted: Callable[[Pool], None] | None = None,
+    ) -> None:
         self._opener = opener
         self.limits = limits
+        self.on_exhausted = on_exhausted
         self._pools: dict[tuple[Endpoint, PoolKey], Pool] = {}
 
     def pool(self, endpoint: Endpoint, key: PoolKey) -> Pool:
         pool = self._pools.get((endpoint, key))
         if pool is None or pool.retired:
             pool = self._pools[(endpoint, key)] = Pool(endpoint, key, self._opener, self.limits)
+            pool.on_exhausted = self.on_exhausted
         return pool
 
     def retire_endpoint(self, endpoint: Endpoint) -> None:

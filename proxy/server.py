@@ -25,7 +25,7 @@ from proxy.backend import BASE_CAPABILITIES, BackendConnection, BackendError, Po
 from proxy.client import ClientConnection
 from proxy.config import Config
 from proxy.metrics import Metrics
-from proxy.pool import PoolLimits, PoolSet
+from proxy.pool import Pool, PoolLimits, PoolSet
 from proxy.protocol import packets
 from proxy.protocol.auth import BackendCredential, StoredCredential
 from proxy.protocol.constants import Capability, ErrorCode
@@ -83,6 +83,7 @@ class ProxyContext:
                 idle_timeout=pool.idle_timeout_seconds,
                 max_lifetime=pool.max_lifetime_seconds,
             ),
+            on_exhausted=self.reclaim_idle,
         )
         routing = config.routing
         self.ryw = ReadYourWrites(
@@ -127,6 +128,17 @@ class ProxyContext:
         while True:
             await asyncio.sleep(interval)
             self.pools.maintain()
+
+    def reclaim_idle(self, pool: Pool) -> None:
+        """Every connection of `pool` is taken: the session idle the longest that holds one
+        between statements (no transaction, nothing pinned) gives it back, the way
+        ProxySQL multiplexes. It takes one again, and replays its state, at its next
+        statement; so a pool of N serves many more than N mostly idle clients."""
+        candidates = [s for s in self.sessions.values() if s.can_give_back(pool)]
+        if candidates:
+            oldest = min(candidates, key=lambda s: s.client.last_activity)
+            oldest.give_back(pool)
+            self.metrics.reclaimed(pool.endpoint.pod)
 
     def report_failure(self, endpoint: Endpoint) -> None:
         self.manager.report_failure(endpoint)

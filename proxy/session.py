@@ -1012,6 +1012,25 @@ class Session:
         self._last = None
         self._unconfirmed_write = False
 
+    def can_give_back(self, pool: Pool) -> bool:
+        """Idle between statements, with a connection from `pool` that nothing ties to it
+        (no transaction, no pinned state): see ProxyContext.reclaim_idle."""
+        if self._in_command or self._fast is not None or self._txn is not None:
+            return False
+        if self.state.pins or self._active is not None or self._finished:
+            return False
+        return any(
+            h is not None and h.pool is pool and not h.conn.busy
+            for h in (self._writer, self._reader)
+        )
+
+    def give_back(self, pool: Pool) -> None:
+        for held in (self._writer, self._reader):
+            if held is not None and held.pool is pool:
+                self._unhold(held.conn)
+                self._release(held)
+                return
+
     def _pin(self, cause: PinCause) -> None:
         if cause not in self.state.pins:
             self.state.pins.add(cause)

@@ -71,3 +71,4 @@ include deploy/lint.mk
 
 # Benchmarks against direct, haproxy and rwproxy (make bench, make bench-quick).
 include bench/bench.mk
+include mk/hardening.mk

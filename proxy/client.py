@@ -58,12 +58,15 @@ class ClientConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.bytes_in += len(data)
-        self.last_activity = self._loop.time()
         if self._raw is not None:
+            self.last_activity = self._loop.time()
             self._raw += data
         else:
             try:
-                self.packets.extend(self.framer.feed(data))
+                packets = self.framer.feed(data)
+                if packets:  # a byte trickled now and then is not activity: a packet is
+                    self.last_activity = self._loop.time()
+                    self.packets.extend(packets)
             except ProtocolError as exc:
                 self.protocol_error = exc
                 if self.transport is not None:

@@ -36,10 +36,12 @@ from proxy.routing.classify import Classification
 from proxy.ryw import ReadYourWrites
 from proxy.session import Session
 from proxy.topology.manager import TopologyManager
-from proxy.topology.model import Endpoint, Topology
+from proxy.topology.model import Endpoint, HealthState, Topology
 from proxy.workers import SOLE_WORKER, WorkerSlot
 
 logger = logging.getLogger(__name__)
+
+DOWN = HealthState.DOWN
 
 DEFAULT_SERVER_VERSION = "5.5.5-10.11.0-MariaDB-rwproxy"
 
@@ -153,6 +155,23 @@ class ProxyContext:
         if old.writer is not None and old.writer != new.writer:
             logger.warning("%s is no longer the writer: closing its pooled connections", old.writer)
             self.pools.retire_endpoint(old.writer)
+        for pod, health in new.health.items():
+            was = old.health.get(pod)
+            if health.state is DOWN and (was is None or was.state is not DOWN):
+                self._abandon(health.endpoint)
+
+    def _abandon(self, endpoint: Endpoint) -> None:
+        """Health checks find `endpoint` unreachable. A statement in flight on it may wait
+        for ever (a black-holed peer sends neither data nor RST), so every connection to it
+        is aborted now: a replica read with nothing sent to its client yet is retried
+        elsewhere, anything else gets one error (a transaction or pinned state there is
+        lost, and the client is told so)."""
+        logger.warning("%s is down: aborting its connections", endpoint)
+        self.pools.retire_endpoint(endpoint)
+        for session in list(self.sessions.values()):
+            for conn in session.held_connections():
+                if conn.endpoint == endpoint:
+                    conn.abort(f"{endpoint.pod} is down (health checks)")
 
     # -- logins -----------------------------------------------------------------------
 

@@ -877,7 +877,13 @@ class Session:
                 held = self._reader = await self._acquire(endpoint)
             except BackendError:
                 return None
-        await self._sync(held.conn)
+        try:
+            await self._sync(held.conn)
+        except (BackendError, TimeoutError):
+            # Like a failed acquire: nothing of the read was sent, another server can
+            # answer it (the connection is discarded and the pod reported).
+            self._backend_failed(held.conn)
+            return None
         if not await self._read_your_writes(held.conn):
             return None
         return held.conn

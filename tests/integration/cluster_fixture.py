@@ -5,11 +5,18 @@ The session fixture in conftest.py brings the cluster up once per run through th
 it to health. Pod addresses are read from the state file on every call because `move` changes
 them. Tests that stop, move or lag pods use the `disrupted_cluster` fixture, whose finalizer
 calls `restore()`: all pods at their home addresses, running, ready, replicating, not lagging.
+
+`redirect_dns({pod: address})` makes cluster DNS name pods at other addresses (fault proxies in
+front of them, say) for the length of a `with` block, and publishes the real records again at its
+end, whatever happened inside. Anything that re-publishes DNS meanwhile (`rwproxy cluster
+start|stop|move|status`, `restore()`) puts the real records back early.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,8 +25,10 @@ import dns.message
 import dns.query
 import pymysql
 
-from proxy.devcluster import spec
+from proxy.devcluster import dns as cluster_dns
+from proxy.devcluster import process, spec
 from proxy.devcluster.cluster import Cluster, ClusterStatus
+from proxy.devcluster.errors import ClusterError
 from proxy.devcluster.state import ClusterState, StateStore
 
 # `connect(database=...)` default: `app`, except for `monitor`, which has no privileges there.
@@ -128,15 +137,52 @@ class ClusterHandle:
         return f"{prefix}_{uuid.uuid4().hex[:12]}"
 
     def restore(self) -> None:
-        """Back to health: pods home, running and ready, no replica lagging, all caught up."""
+        """Back to health: pods home, running and ready, no replica lagging, all caught up,
+        plaintext accepted (these helpers connect without TLS)."""
         for pod in self._state().pods:
             home = spec.home_address(pod.ordinal)
             if pod.address != home:
                 self.cluster.move(pod.name, home)
-        self.cluster.up()
+        self.cluster.up(tls=False)
         for replica in self.replicas:
             self.cluster.lag(replica, on=False)
         self.wait_replicated()
+
+    @contextmanager
+    def redirect_dns(self, addresses: Mapping[str, str]) -> Iterator[None]:
+        """DNS names each pod in `addresses` at the address given there inside the block (its
+        A record and its share of the Service's); the real records are back afterwards, even
+        on failure. Pods not named keep their records."""
+        self._publish_dns(addresses)
+        try:
+            yield
+        finally:
+            self._publish_dns({})
+
+    def _publish_dns(self, overrides: Mapping[str, str]) -> None:
+        """What `Cluster` publishes (every ready pod), with some pods at other addresses."""
+        store = StateStore(self.state_dir)
+        files = cluster_dns.DnsFiles(self.state_dir / "dns")
+        dnsmasq = process.find_executable("dnsmasq", "dnsmasq-base")
+        for attempt in (1, 2):
+            with store.locked():
+                state = self._state()
+                endpoints = [
+                    cluster_dns.Endpoint(pod.name, overrides.get(pod.name, pod.address))
+                    for pod in state.pods
+                    if pod.ready
+                ]
+                try:
+                    state.dns_pid = cluster_dns.publish(files, endpoints, state.dns_pid, dnsmasq)
+                except ClusterError as exc:
+                    # dnsmasq's port can stay bound a moment after the old one is gone (see
+                    # test_proxy_faults.pod_command): once more.
+                    if attempt == 2 or "already in use" not in str(exc):
+                        raise
+                    continue
+                finally:
+                    store.save(state)
+                return
 
     def _state(self) -> ClusterState:
         state = StateStore(self.state_dir).load()

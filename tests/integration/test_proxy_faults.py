@@ -454,6 +454,9 @@ class Traffic:
         while not self._stop.is_set():
             token = nonce()
             counted = self._run(log, conn, "read", count, (token,))
+            if not self._usable(log, conn, counted):  # lost: a second read would fail too
+                conn = self._connect(log)
+                continue
             if not _is_error(counted):
                 attempted = self.attempted()
                 if len(counted) != 1 or counted[0][0] != token or counted[0][1] > attempted:
@@ -463,7 +466,7 @@ class Traffic:
             found = self._run(log, conn, "read", point, (token, row_id))
             if not _is_error(found) and found not in ((), ((token, row_id, owner(row_id)),)):
                 log.problems.append(f"point read of id {row_id} ({token}) gave {found}")
-            if not self._usable(log, conn, counted, found):
+            if not self._usable(log, conn, found):
                 conn = self._connect(log)
             time.sleep(PACING_SECONDS)
         close(conn)
@@ -476,8 +479,12 @@ class Traffic:
         deadline = time.monotonic() + STATEMENT_DEADLINE_SECONDS
         while True:
             conn = self._connect(log, database=None)
-            results = [self._run(log, conn, "read", sql, args) for sql, args in setup]
-            if not any(_is_error(r) for r in results):
+            failed = False
+            for sql, args in setup:  # stop at the first error: the rest would fail too
+                failed = _is_error(self._run(log, conn, "read", sql, args))
+                if failed:
+                    break
+            if not failed:
                 return conn
             close(conn)
             if time.monotonic() > deadline:

@@ -20,7 +20,9 @@ environment variable names, ``Config.redacted()`` and the error messages all fol
 3. ``_build`` walks the dataclass fields and converts and checks each value. It collects every
    problem, with its key path, instead of stopping at the first one.
 4. ``_resolve_secrets`` reads each ``password_file`` into ``password`` through an injectable
-   reader. This is the only I/O, and tests replace it.
+   reader. This is the only I/O, and tests replace it. Relative TLS paths (``tls.cert_file``,
+   ``backend_tls.ca_file``, ...) are then joined to the config file's directory; the files
+   themselves are read by ``proxy.tls``, which reports unreadable ones with their key.
 
 Invariants that must hold:
 
@@ -52,9 +54,11 @@ from typing import Any, ClassVar, Final, TypeVar
 import yaml
 
 __all__ = [
+    "BACKEND_TLS_MODES",
     "ENV_PREFIX",
     "NOT_SETTINGS",
     "REDACTED",
+    "BackendTlsConfig",
     "Config",
     "ConfigError",
     "DiscoveryConfig",
@@ -65,6 +69,7 @@ __all__ = [
     "ReadinessConfig",
     "RoutingConfig",
     "SecretReader",
+    "TlsConfig",
     "UserConfig",
     "config_path_from",
     "load",
@@ -366,6 +371,69 @@ class ReadinessConfig:
     require_writer: bool = True  # False: ready as soon as a replica is reachable (reads only)
 
 
+def _pair(owner: str, cert_file: Path | None, key_file: Path | None) -> Iterator[tuple[str, str]]:
+    """A certificate is useless without its key and the other way round."""
+    if cert_file is not None and key_file is None:
+        yield "key_file", f"required when {owner}.cert_file is given (give both or neither)"
+    if key_file is not None and cert_file is None:
+        yield "cert_file", f"required when {owner}.key_file is given (give both or neither)"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TlsConfig:
+    """TLS toward applications: offered when ``cert_file`` and ``key_file`` are given.
+
+    Relative paths are taken relative to the config file. The files are read by
+    ``proxy.tls`` (not here) and re-read when they change, checked every
+    ``reload_interval_seconds``, so a rotated Kubernetes Secret needs no restart.
+    """
+
+    cert_file: Path | None = None  # PEM: the proxy's certificate, then any intermediates
+    key_file: Path | None = None  # PEM: its private key (unencrypted)
+    # Clients that present a certificate must have one signed by this CA; presenting one
+    # stays optional, as with MariaDB's ssl_ca.
+    ca_file: Path | None = None
+    require: bool = False  # refuse logins that did not switch to TLS
+    reload_interval_seconds: float = _setting(10.0, _positive)
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert_file is not None and self.key_file is not None
+
+    def _cross_checks(self) -> Iterator[tuple[str, str]]:
+        yield from _pair("tls", self.cert_file, self.key_file)
+        if self.cert_file is None and self.key_file is None:
+            if self.require:
+                yield "require", "needs tls.cert_file and tls.key_file"
+            if self.ca_file is not None:
+                yield "ca_file", "needs tls.cert_file and tls.key_file"
+
+
+BACKEND_TLS_MODES: Final = ("disabled", "preferred", "required", "verify_ca", "verify_identity")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BackendTlsConfig:
+    """TLS toward the pods, with the meaning of MySQL's ``--ssl-mode``.
+
+    ``preferred``: TLS when the pod offers it, unverified; ``required``: TLS or no connection,
+    unverified; ``verify_ca``: the pod's certificate must be signed by ``ca_file``;
+    ``verify_identity``: that, and it must name the pod's DNS name
+    (``mysql-0.mysql-h.default.svc.cluster.local``). ``ca_file`` is only read by the two
+    verify modes.
+    """
+
+    mode: str = _setting("disabled", _one_of(*BACKEND_TLS_MODES))
+    ca_file: Path | None = None
+    cert_file: Path | None = None  # a client certificate, for accounts with REQUIRE X509
+    key_file: Path | None = None
+
+    def _cross_checks(self) -> Iterator[tuple[str, str]]:
+        if self.mode in ("verify_ca", "verify_identity") and self.ca_file is None:
+            yield "ca_file", f"required when mode is {self.mode!r}"
+        yield from _pair("backend_tls", self.cert_file, self.key_file)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     """The whole configuration. Build it with ``load()``/``load_file()``, or directly in tests."""
@@ -388,6 +456,8 @@ class Config:
     health: HealthConfig = field(default_factory=HealthConfig)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     readiness: ReadinessConfig = field(default_factory=ReadinessConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    backend_tls: BackendTlsConfig = field(default_factory=BackendTlsConfig)
 
     def _cross_checks(self) -> Iterator[tuple[str, str]]:
         if self.http is not None and self.http == self.listen and self.listen.port != 0:
@@ -433,7 +503,8 @@ def load(
 
     Relative ``password_file``s are taken relative to ``base_dir`` (the working directory if
     None) and read with ``read_secret``. That is the only I/O, and only when a ``password_file``
-    is given; tests pass a fake reader.
+    is given; tests pass a fake reader. Relative TLS file paths are joined to ``base_dir`` too
+    (not read: ``proxy.tls`` does that).
     """
     problems = _Problems()
     raw = _parse_yaml(yaml_text)
@@ -443,7 +514,7 @@ def load(
     assert isinstance(config, Config)
     config = _resolve_secrets(config, base_dir, read_secret, problems)
     problems.raise_if_any()
-    return config
+    return _anchor_tls_paths(config, base_dir)
 
 
 def load_file(
@@ -741,6 +812,8 @@ def _field_value(
     value = _convert(raw[f.name], tp, path, f.metadata, problems)
     if value is _INVALID:
         return _INVALID
+    if value is None:  # an optional setting left empty: nothing to check
+        return value
     failed = [message for check in f.metadata.get("checks", ()) if (message := check(value))]
     for message in failed:
         problems.add(path, message)
@@ -856,6 +929,7 @@ def _describe(value: object, secret: bool = False) -> str:
 # --- step 4: secrets ----------------------------------------------------------------------------
 
 _Holder = TypeVar("_Holder", UserConfig, MonitorConfig)
+_Section = TypeVar("_Section", TlsConfig, BackendTlsConfig)
 
 
 def _resolve_secrets(
@@ -885,3 +959,20 @@ def _resolve(
     if not secret:
         problems.add(f"{path}.password_file", f"{file} is empty")
     return dataclasses.replace(holder, password=secret, password_file=file)
+
+
+def _anchor_tls_paths(config: Config, base_dir: Path | None) -> Config:
+    """Relative certificate and key paths name files next to the config file (no I/O here)."""
+    if base_dir is None:
+        return config
+    sections = {name: _anchored(getattr(config, name), base_dir) for name in ("tls", "backend_tls")}
+    return dataclasses.replace(config, **sections)
+
+
+def _anchored(section: _Section, base_dir: Path) -> _Section:
+    paths: dict[str, Any] = {
+        f.name: base_dir / value
+        for f in dataclasses.fields(section)
+        if isinstance(value := getattr(section, f.name), Path)
+    }
+    return dataclasses.replace(section, **paths)

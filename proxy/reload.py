@@ -46,6 +46,10 @@ RESTART_ONLY: Final = (
     (None, "http"),
     (None, "workers"),
     (None, "discovery"),
+    # TLS contexts are built at start-up. New *contents* of the same certificate files are
+    # still picked up live by proxy.tls.ReloadingContext (a rotated Secret needs no restart).
+    (None, "tls"),
+    (None, "backend_tls"),
 )
 
 Fingerprint = tuple[tuple[str, object], ...]

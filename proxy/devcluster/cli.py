@@ -35,6 +35,13 @@ def add_cluster_parser(commands: argparse._SubParsersAction[argparse.ArgumentPar
     up.add_argument(
         "--pods", type=int, default=None, help=f"number of pods (default {spec.DEFAULT_PODS})"
     )
+    up.add_argument(
+        "--tls",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="pods refuse TCP logins without TLS (--no-tls: accept them again); pods always "
+        "offer TLS, and start/move keep the setting (default: unchanged, initially off)",
+    )
     down = _leaf(actions, common, "down", _down, "stop every pod and the DNS server")
     down.add_argument("--purge", action="store_true", help="also delete datadirs and state")
     for name, action, text in (
@@ -97,7 +104,7 @@ def _handler(action: Action) -> Callable[[argparse.Namespace], int]:
 
 
 def _up(cluster: Cluster, args: argparse.Namespace) -> str:
-    started = cluster.up(args.pods)
+    started = cluster.up(args.pods, tls=args.tls)
     return report.render_up(cluster.status(), started)
 
 

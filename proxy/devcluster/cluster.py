@@ -12,7 +12,14 @@ the state lock and then
 
 A pod leaves DNS before it is stopped and joins once it accepts logins, as an Endpoints object
 tracks readiness. The primary is always ordinal 0; there is no failover. A pod that crashes
-between commands stays in DNS until the next command (`status` included) observes it.
+between commands stays in DNS until the next command (`status` included) observes it. `up` also
+restarts a running pod whose my.cnf is not what it would be given now (TLS required or not, a
+newer rwproxy), as a StatefulSet rolls its pods when the pod template changes.
+
+TLS: every pod offers it, with a certificate from the cluster's own CA (`<state dir>/tls`, made
+once) that names the pod's DNS names and current address, so tests can verify pods as the proxy
+would, against the normal cluster. `up --tls` additionally makes the pods refuse TCP logins
+without TLS (and replicas replicate over TLS); `up --no-tls` turns that off again.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from proxy.devcluster import dns, pods, process, spec, sql
+from proxy.devcluster import certs, dns, pods, process, spec, sql
 from proxy.devcluster.errors import ClusterError
 from proxy.devcluster.state import (
     LOCK_FILE,
@@ -47,6 +54,7 @@ _OWNED_NAMES = (
     "template.partial",
     "pods",
     "dns",
+    "tls",
     STATE_FILE,
     PARTIAL_STATE_FILE,
     LOCK_FILE,
@@ -85,6 +93,8 @@ class ClusterStatus:
     dns_port: int
     dns_running: bool
     dns_log: Path
+    tls_required: bool = False  # pods refuse TCP logins without TLS (`up --tls`)
+    ca_file: Path | None = None  # the CA that signed every pod's certificate
 
     def pod(self, name: str) -> PodStatus:
         for pod in self.pods:
@@ -107,13 +117,18 @@ class Cluster:
         self._store = StateStore(state_dir)
         self._template = pods.PodFiles(state_dir / "template")
         self._dns_files = dns.DnsFiles(state_dir / "dns")
+        self.certs = certs.CertDir(state_dir / "tls")
         self._found_tools: _Tools | None = None
 
     def pod_files(self, name: str) -> pods.PodFiles:
         return pods.PodFiles(self.state_dir / "pods" / name)
 
-    def up(self, size: int | None = None) -> tuple[str, ...]:
-        """Create or resume the cluster; idempotent. Returns the pods it had to make ready."""
+    def up(self, size: int | None = None, *, tls: bool | None = None) -> tuple[str, ...]:
+        """Create or resume the cluster; idempotent. Returns the pods it had to make ready.
+
+        ``tls``: True requires TLS of every TCP client, False stops requiring it, None keeps
+        what the cluster had. Pods whose config that changes are restarted.
+        """
         with self._store.locked(create=True):
             stored = self._store.load()
             state = stored or ClusterState.new(_checked_size(size or spec.DEFAULT_PODS))
@@ -123,8 +138,15 @@ class Cluster:
                     "run `rwproxy cluster down --purge` first to change --pods"
                 )
             self._tools()  # fail on a missing program before starting anything
+            if tls is not None:
+                state.tls_required = tls
+            self.certs.proxy()  # for tests and demos of the proxy's own TLS
+            self.certs.client()
             self._observe(state)
             self._check_addresses(state)
+            for pod in self._outdated(state):
+                logger.info("restarting %s: its configuration changed", pod.name)
+                self._take_down(state, pod)
             started = self._start(state, [pod for pod in state.pods if not pod.ready])
             self._publish(state)
             return started
@@ -249,9 +271,33 @@ class Cluster:
             self._ensure_template()
             pods.provision(files, self._template)
         mariadbd = self._tools().mariadb.mariadbd
-        pod.pid = pods.start(files, name=pod.name, address=pod.address, mariadbd=mariadbd)
+        self.certs.pod(pod.name, pod.address)  # a moved pod needs its new address on it
+        tls = self._pod_tls(state, pod)
+        pod.pid = pods.start(files, name=pod.name, address=pod.address, mariadbd=mariadbd, tls=tls)
         self._store.save(state)
         return True
+
+    def _pod_tls(self, state: ClusterState, pod: PodState) -> pods.PodTls:
+        files = self.certs.files(pod.name)
+        return pods.PodTls(self.certs.ca_file, files.cert, files.key, state.tls_required)
+
+    def _outdated(self, state: ClusterState) -> list[PodState]:
+        """Running pods whose my.cnf differs from the one they would be started with now."""
+        outdated = []
+        for pod in state.pods:
+            if pod.pid is None:
+                continue
+            files = self.pod_files(pod.name)
+            wanted = pods.render_pod_config(
+                files, name=pod.name, address=pod.address, tls=self._pod_tls(state, pod)
+            )
+            try:
+                current = files.config.read_text()
+            except OSError:
+                current = None
+            if current != wanted:
+                outdated.append(pod)
+        return outdated
 
     def _ensure_template(self) -> None:
         if not self._template.datadir.exists():
@@ -273,7 +319,7 @@ class Cluster:
         """
         running = [replica for replica in state.replicas if replica.pid is not None]
         for replica in running:
-            sql.point_at_primary(replica.address, state.primary.address)
+            sql.point_at_primary(replica.address, state.primary.address, tls=state.tls_required)
         if state.primary.pid is None:
             return  # nothing to connect to; replicas retry every second until it is back
         for replica in running:
@@ -353,6 +399,8 @@ class Cluster:
             dns_port=spec.DNS_PORT,
             dns_running=state.dns_pid is not None,
             dns_log=self._dns_files.log,
+            tls_required=state.tls_required,
+            ca_file=self.certs.ca_file if self.certs.ca_file.exists() else None,
         )
 
     def _pod_status(self, pod: PodState) -> PodStatus:

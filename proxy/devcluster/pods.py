@@ -7,7 +7,9 @@ the database and accounts: copying takes a fraction of a second where an install
 several. The template never wrote a binary log, so no pod carries GTIDs of its own, and with
 gtid_strict_mode the replicas can follow the primary from its very first event.
 
-The config is rendered again on every start, because `move` changes the address. Settings that
+The config is rendered again on every start, because `move` changes the address (and with it
+the pod's certificate, see `certs.py`). Every pod offers TLS (`ssl_ca`/`ssl_cert`/`ssl_key`);
+`PodTls.required` adds `require_secure_transport`. Settings that
 shape files on disk (the redo log size) are shared by the template and the pods, so a copied
 datadir opens without a resize. `--defaults-file` always comes first on the mariadbd command
 line, so Debian's /etc/mysql config is never read.
@@ -112,8 +114,25 @@ def render_template_config(files: PodFiles) -> str:
     return f"[mariadbd]\n{_shared_settings(files)}skip-log-bin\nskip-networking\n"
 
 
-def render_pod_config(files: PodFiles, *, name: str, address: str) -> str:
-    """One pod's my.cnf: its address, server_id, binary log and role."""
+@dataclass(frozen=True, slots=True)
+class PodTls:
+    """The pod's TLS files (MariaDB reads them at start) and whether plaintext is refused."""
+
+    ca: Path
+    cert: Path
+    key: Path
+    required: bool = False
+
+    def settings(self) -> str:
+        # require_secure_transport refuses TCP logins without TLS; the unix socket stays open.
+        return (
+            f"ssl_ca = {self.ca}\nssl_cert = {self.cert}\nssl_key = {self.key}\n"
+            f"require_secure_transport = {'ON' if self.required else 'OFF'}\n"
+        )
+
+
+def render_pod_config(files: PodFiles, *, name: str, address: str, tls: PodTls | None) -> str:
+    """One pod's my.cnf: its address, server_id, binary log, role and TLS files."""
     ordinal = spec.pod_ordinal(name)
     return f"""\
 [mariadbd]
@@ -135,7 +154,7 @@ max_connections = 2000
 # Port probes and killed handshakes count as connect errors; never block a client for them.
 max_connect_errors = 4294967295
 local_infile = ON
-"""
+{tls.settings() if tls else ""}"""
 
 
 def check_socket_path(files: PodFiles) -> None:
@@ -203,11 +222,11 @@ def provision(files: PodFiles, template: PodFiles) -> None:
     partial.rename(files.datadir)
 
 
-def start(files: PodFiles, *, name: str, address: str, mariadbd: str) -> int:
+def start(files: PodFiles, *, name: str, address: str, mariadbd: str, tls: PodTls | None) -> int:
     """Render the config for the pod's current address and spawn its mariadbd; returns the PID."""
     check_socket_path(files)
     process.ensure_free(address, spec.MYSQL_PORT)
-    files.config.write_text(render_pod_config(files, name=name, address=address))
+    files.config.write_text(render_pod_config(files, name=name, address=address, tls=tls))
     logger.info("starting %s on %s:%d", name, address, spec.MYSQL_PORT)
     return process.spawn([mariadbd, files.marker], files.error_log)
 

@@ -21,7 +21,15 @@ def render_status(status: ClusterStatus) -> str:
     ]
     dns_state = "running" if status.dns_running else "not running"
     lines.append(f"DNS server {status.dns_address}:{status.dns_port} (udp+tcp): {dns_state}")
+    lines.append(_tls(status))
     return "\n".join(line.rstrip() for line in lines)
+
+
+def _tls(status: ClusterStatus) -> str:
+    if status.ca_file is None:
+        return "TLS: no certificates yet (`rwproxy cluster up` makes them)"
+    required = "required (up --tls)" if status.tls_required else "optional (up --tls requires it)"
+    return f"TLS: offered by every pod, {required}; CA {status.ca_file}"
 
 
 def _pod_row(pod: PodStatus) -> tuple[str, ...]:
@@ -70,6 +78,7 @@ def render_up(status: ClusterStatus, started: tuple[str, ...]) -> str:
             "Connect:",
             f"  mariadb --no-defaults -h {primary.address} -u {spec.APP.user} "
             f"-p{spec.APP.password} {spec.DATABASE}",
+            *_tls_connect(status, primary.address),
             "Resolve:",
             f"  {dig} {spec.SERVICE_FQDN}",
             f"  {dig} SRV {spec.SRV_NAME}",
@@ -82,3 +91,12 @@ def render_up(status: ClusterStatus, started: tuple[str, ...]) -> str:
             f"Logs: {primary.error_log} (likewise for each pod), {status.dns_log}",
         ]
     )
+
+
+def _tls_connect(status: ClusterStatus, address: str) -> list[str]:
+    if status.ca_file is None:
+        return []
+    return [
+        f"  mariadb --no-defaults --ssl-ca={status.ca_file} --ssl-verify-server-cert "
+        f"-h {address} -u {spec.APP.user} -p{spec.APP.password} {spec.DATABASE}",
+    ]

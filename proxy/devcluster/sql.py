@@ -5,16 +5,23 @@ aiomysql, a runtime dependency) as `admin` over TCP to the pod's current address
 template bootstrap runs as root over the unix socket, before any user exists. Set-up is rare, so
 there is no pool to go stale across restarts and moves.
 
+Every TCP connection uses TLS without verifying the certificate: pods always offer TLS, and
+with `up --tls` they refuse anything else; these are the cluster's own probes on loopback, so
+encryption is all they need. (The bootstrap over the unix socket has no TLS.)
+
 Replication is MariaDB GTID replication to the primary's *address*
 (`CHANGE MASTER TO MASTER_HOST=..., MASTER_USE_GTID=slave_pos`). Whenever the primary moves, or a
 replica starts while pointing elsewhere, `point_at_primary` re-points it and keeps an SQL thread
 that `lag on` stopped, stopped. MASTER_CONNECT_RETRY=1 lets replicas find a restarted primary
-within a second rather than the default minute.
+within a second rather than the default minute. Replicas of a cluster that requires TLS
+replicate over TLS (`MASTER_SSL=1`); `point_at_primary` also re-points a replica whose setting
+differs.
 """
 
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -59,6 +66,7 @@ class ReplicaStatus:
     gtid_slave_pos: str
     last_io_error: str
     last_sql_error: str
+    master_ssl: bool = False
 
     @classmethod
     def from_row(cls, row: dict[str, Any], gtid_slave_pos: str) -> ReplicaStatus:
@@ -71,7 +79,16 @@ class ReplicaStatus:
             gtid_slave_pos=gtid_slave_pos,
             last_io_error=row["Last_IO_Error"],
             last_sql_error=row["Last_SQL_Error"],
+            master_ssl=row["Master_SSL_Allowed"] == "Yes",
         )
+
+
+def _encrypt_only() -> ssl.SSLContext:
+    """TLS that checks nothing: for the cluster's own connections to its pods (see above)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 @contextmanager
@@ -93,7 +110,8 @@ def session(
             autocommit=True,
             connect_timeout=STATEMENT_TIMEOUT_SECONDS,
             read_timeout=STATEMENT_TIMEOUT_SECONDS,
-            ssl_disabled=True,
+            ssl=None if unix_socket else _encrypt_only(),
+            ssl_disabled=unix_socket is not None,
             cursorclass=pymysql.cursors.DictCursor,
         ) as conn:
             yield conn.cursor()
@@ -110,7 +128,7 @@ def can_login(address: str) -> bool:
             user=spec.MONITOR.user,
             password=spec.MONITOR.password,
             connect_timeout=1,
-            ssl_disabled=True,
+            ssl=_encrypt_only(),
         ):
             return True
     except (pymysql.MySQLError, OSError):
@@ -149,10 +167,11 @@ def binlog_position(address: str) -> str:
         return str(cursor.fetchone()["pos"])
 
 
-def point_at_primary(address: str, primary_address: str) -> bool:
-    """Make the replica at address follow primary_address; True when that changed anything."""
+def point_at_primary(address: str, primary_address: str, *, tls: bool = False) -> bool:
+    """Make the replica at address follow primary_address (over TLS if tls); True when that
+    changed anything."""
     status = replica_status(address)
-    if status is not None and status.master_host == primary_address:
+    if status is not None and (status.master_host, status.master_ssl) == (primary_address, tls):
         return False
     # A replica that was never configured starts both threads; a lagged one keeps SQL stopped.
     keep_sql_stopped = status is not None and status.sql_running != "Yes"
@@ -161,8 +180,15 @@ def point_at_primary(address: str, primary_address: str) -> bool:
         cursor.execute("STOP SLAVE")
         cursor.execute(
             "CHANGE MASTER TO MASTER_HOST=%s, MASTER_PORT=%s, MASTER_USER=%s, "
-            "MASTER_PASSWORD=%s, MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1",
-            (primary_address, spec.MYSQL_PORT, spec.REPLICATION.user, spec.REPLICATION.password),
+            "MASTER_PASSWORD=%s, MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1, "
+            "MASTER_SSL=%s",
+            (
+                primary_address,
+                spec.MYSQL_PORT,
+                spec.REPLICATION.user,
+                spec.REPLICATION.password,
+                int(tls),
+            ),
         )
         cursor.execute("START SLAVE IO_THREAD" if keep_sql_stopped else "START SLAVE")
     return True

@@ -1,4 +1,5 @@
-"""The state file: which pods exist, where they live, their PIDs, and whether they are ready.
+"""The state file: which pods exist, where they live, their PIDs, whether they are ready, and
+whether they require TLS.
 
 Theory of operation: every `rwproxy cluster ...` is a new process, so `state.json` in the state
 dir is the cluster's only memory, its API server. It holds the shape (pod names, current
@@ -47,10 +48,15 @@ class PodState:
 
 @dataclass
 class ClusterState:
-    """All pods, ordered by ordinal, plus the DNS server's PID."""
+    """All pods, ordered by ordinal, plus the DNS server's PID.
+
+    `tls_required` is what `up --tls` asked for: pods refuse TCP connections without TLS. Pods
+    offer TLS either way; the flag is kept until `up --no-tls`, so `start` and `move` keep it.
+    """
 
     pods: list[PodState]
     dns_pid: int | None = None
+    tls_required: bool = False
 
     @classmethod
     def new(cls, size: int) -> ClusterState:
@@ -80,7 +86,7 @@ class ClusterState:
     def from_json(cls, text: str) -> ClusterState:
         raw: dict[str, Any] = json.loads(text)
         pods = [PodState(**pod) for pod in raw["pods"]]
-        return cls(pods, dns_pid=raw.get("dns_pid"))
+        return cls(pods, dns_pid=raw.get("dns_pid"), tls_required=raw.get("tls_required", False))
 
 
 class StateStore:

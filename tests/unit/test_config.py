@@ -18,6 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from proxy.config import (
+    BackendTlsConfig,
     Config,
     ConfigError,
     DiscoveryConfig,
@@ -27,6 +28,7 @@ from proxy.config import (
     PoolConfig,
     ReadinessConfig,
     RoutingConfig,
+    TlsConfig,
     UserConfig,
     config_path_from,
     load,
@@ -259,7 +261,7 @@ def test_every_setting_has_a_variable(name: str, value: object) -> None:
 FILE_ERRORS: list[tuple[dict[str, Any], str]] = [
     ({"discovry": {}}, "unknown key 'discovry' (did you mean 'discovery'?)"),
     ({"discovery": {"wrtier": "auto"}}, "discovery: unknown key 'wrtier' (did you mean 'writer'?)"),
-    ({"tls": {}}, "unknown key 'tls'"),
+    ({"ssl": {}}, "unknown key 'ssl'"),
     (
         {"users": [{"name": "app", "password": "x", "pasword": "x"}]},
         "users[0]: unknown key 'pasword' (did you mean 'password'?)",
@@ -657,3 +659,190 @@ def test_config_path_from(
     args_value: str | None, environ: dict[str, str], expected: Path | None
 ) -> None:
     assert config_path_from(args_value, environ) == expected
+
+
+# --- tls and backend_tls ------------------------------------------------------------------------
+
+
+def test_tls_defaults_are_off() -> None:
+    config = load(doc(), {})
+    assert config.tls == TlsConfig()
+    assert not config.tls.enabled
+    assert config.tls.require is False
+    assert config.tls.reload_interval_seconds == 10.0
+    assert config.backend_tls == BackendTlsConfig(mode="disabled")
+
+
+def test_tls_with_certificate_key_and_client_ca() -> None:
+    tls = {"cert_file": "/tls/tls.crt", "key_file": "/tls/tls.key", "ca_file": "/tls/ca.crt"}
+    config = load(doc({"tls": tls | {"require": True, "reload_interval_seconds": 2}}), {})
+    assert config.tls == TlsConfig(
+        cert_file=Path("/tls/tls.crt"),
+        key_file=Path("/tls/tls.key"),
+        ca_file=Path("/tls/ca.crt"),
+        require=True,
+        reload_interval_seconds=2.0,
+    )
+    assert config.tls.enabled
+
+
+@pytest.mark.parametrize("mode", ["disabled", "preferred", "required"])
+def test_backend_tls_modes_without_a_ca(mode: str) -> None:
+    assert load(doc({"backend_tls": {"mode": mode}}), {}).backend_tls.mode == mode
+
+
+@pytest.mark.parametrize("mode", ["verify_ca", "verify_identity"])
+def test_backend_tls_verify_modes_with_a_ca_and_client_certificate(mode: str) -> None:
+    section = {"mode": mode, "ca_file": "/ca.pem", "cert_file": "/c.pem", "key_file": "/k.pem"}
+    assert load(doc({"backend_tls": section}), {}).backend_tls == BackendTlsConfig(
+        mode=mode, ca_file=Path("/ca.pem"), cert_file=Path("/c.pem"), key_file=Path("/k.pem")
+    )
+
+
+def test_relative_tls_paths_are_next_to_the_config_file() -> None:
+    text = doc(
+        {
+            "tls": {"cert_file": "certs/tls.crt", "key_file": "/abs/tls.key"},
+            "backend_tls": {"mode": "verify_ca", "ca_file": "ca.pem"},
+        }
+    )
+    config = load(text, {}, Path("/etc/rwproxy"))
+    assert config.tls.cert_file == Path("/etc/rwproxy/certs/tls.crt")
+    assert config.tls.key_file == Path("/abs/tls.key")
+    assert config.backend_tls.ca_file == Path("/etc/rwproxy/ca.pem")
+    # Without a base directory (text, not a file) they stay as given: the working directory.
+    assert load(text, {}).tls.cert_file == Path("certs/tls.crt")
+
+
+def test_load_file_anchors_tls_paths_at_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "rwproxy.yaml"
+    path.write_text(doc({"tls": {"cert_file": "a.crt", "key_file": "a.key"}}))
+    config = load_file(path, {})
+    assert (config.tls.cert_file, config.tls.key_file) == (tmp_path / "a.crt", tmp_path / "a.key")
+
+
+TLS_ERRORS: list[tuple[dict[str, Any], str]] = [
+    (
+        {"tls": {"cert_file": "/c.pem"}},
+        "tls.key_file: required when tls.cert_file is given (give both or neither)",
+    ),
+    (
+        {"tls": {"key_file": "/k.pem"}},
+        "tls.cert_file: required when tls.key_file is given (give both or neither)",
+    ),
+    ({"tls": {"require": True}}, "tls.require: needs tls.cert_file and tls.key_file"),
+    ({"tls": {"ca_file": "/ca.pem"}}, "tls.ca_file: needs tls.cert_file and tls.key_file"),
+    ({"tls": {"require": "yes"}}, "tls.require: expected true or false, got 'yes'"),
+    ({"tls": {"cert_file": ""}}, "tls.cert_file: expected a file path, got an empty string"),
+    (
+        {"tls": {"reload_interval_seconds": 0}},
+        "tls.reload_interval_seconds: must be greater than 0, got 0.0",
+    ),
+    ({"tls": {"cert": "/c.pem"}}, "tls: unknown key 'cert' (did you mean 'cert_file'?)"),
+    (
+        {"backend_tls": {"mode": "verify_full"}},
+        "backend_tls.mode: expected one of 'disabled', 'preferred', 'required', 'verify_ca', "
+        "'verify_identity', got 'verify_full'",
+    ),
+    (
+        {"backend_tls": {"mode": "verify_ca"}},
+        "backend_tls.ca_file: required when mode is 'verify_ca'",
+    ),
+    (
+        {"backend_tls": {"mode": "verify_identity"}},
+        "backend_tls.ca_file: required when mode is 'verify_identity'",
+    ),
+    (
+        {"backend_tls": {"mode": "required", "cert_file": "/c.pem"}},
+        "backend_tls.key_file: required when backend_tls.cert_file is given (give both or neither)",
+    ),
+    (
+        {"backend_tls": {"mode": "required", "key_file": "/k.pem"}},
+        "backend_tls.cert_file: required when backend_tls.key_file is given (give both or neither)",
+    ),
+    ({"backend_tls": "required"}, "backend_tls: expected a mapping, got 'required'"),
+]
+
+
+@pytest.mark.parametrize(("patch", "expected"), TLS_ERRORS)
+def test_each_tls_error_names_its_key(patch: dict[str, Any], expected: str) -> None:
+    assert problems(doc(patch)) == (expected,)
+
+
+def test_tls_problems_are_reported_together() -> None:
+    patch = {"tls": {"require": True, "ca_file": "/ca"}, "backend_tls": {"mode": "verify_ca"}}
+    assert problems(doc(patch)) == (
+        "tls.require: needs tls.cert_file and tls.key_file",
+        "tls.ca_file: needs tls.cert_file and tls.key_file",
+        "backend_tls.ca_file: required when mode is 'verify_ca'",
+    )
+
+
+TLS_ENV_CASES = [
+    ("RWPROXY_BACKEND_TLS__MODE", "preferred", lambda c: c.backend_tls.mode, "preferred"),
+    ("RWPROXY_TLS__REQUIRE", "false", lambda c: c.tls.require, False),
+    ("RWPROXY_TLS__RELOAD_INTERVAL_SECONDS", "2.5", lambda c: c.tls.reload_interval_seconds, 2.5),
+    ("RWPROXY_TLS__CA_FILE", "null", lambda c: c.tls.ca_file, None),
+    # Paths are text: taken verbatim, never parsed as YAML.
+    (
+        "RWPROXY_BACKEND_TLS__CA_FILE",
+        "/run/ca #1.pem",
+        lambda c: c.backend_tls.ca_file,
+        Path("/run/ca #1.pem"),
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "get", "expected"), TLS_ENV_CASES)
+def test_tls_environment_overrides(name: str, value: str, get: Any, expected: object) -> None:
+    config = load(doc(), {name: value})
+    assert get(config) == expected
+
+
+def test_tls_from_the_environment_only() -> None:
+    environ = {
+        "RWPROXY_TLS__CERT_FILE": "/tls/tls.crt",
+        "RWPROXY_TLS__KEY_FILE": "/tls/tls.key",
+        "RWPROXY_TLS__REQUIRE": "true",
+        "RWPROXY_BACKEND_TLS__MODE": "verify_identity",
+        "RWPROXY_BACKEND_TLS__CA_FILE": "/pods/ca.crt",
+    }
+    config = load(doc(), environ)
+    assert config.tls == TlsConfig(
+        cert_file=Path("/tls/tls.crt"), key_file=Path("/tls/tls.key"), require=True
+    )
+    assert config.backend_tls == BackendTlsConfig(
+        mode="verify_identity", ca_file=Path("/pods/ca.crt")
+    )
+
+
+def test_environment_mode_overrides_the_files_mode() -> None:
+    text = doc({"backend_tls": {"mode": "verify_ca", "ca_file": "/ca.pem"}})
+    config = load(text, {"RWPROXY_BACKEND_TLS__MODE": "verify_identity"})
+    assert config.backend_tls == BackendTlsConfig(mode="verify_identity", ca_file=Path("/ca.pem"))
+
+
+def test_environment_errors_in_tls_name_the_variable() -> None:
+    assert problems(doc(), {"RWPROXY_BACKEND_TLS__MODE": "on"}) == (
+        "backend_tls.mode (from RWPROXY_BACKEND_TLS__MODE): expected one of 'disabled', "
+        "'preferred', 'required', 'verify_ca', 'verify_identity', got 'on'",
+    )
+    assert problems(doc(), {"RWPROXY_BACKEND_TLS__MODE": "verify_ca"}) == (
+        "backend_tls.ca_file: required when mode is 'verify_ca'",
+    )
+    assert problems(doc(), {"RWPROXY_TLS__REQUIRE": "true"}) == (
+        "tls.require (from RWPROXY_TLS__REQUIRE): needs tls.cert_file and tls.key_file",
+    )
+
+
+def test_redacted_shows_tls_paths_as_text() -> None:
+    text = doc({"tls": {"cert_file": "/c.pem", "key_file": "/k.pem"}})
+    data = load(text, {}).redacted()
+    assert data["tls"] == {
+        "cert_file": "/c.pem",
+        "key_file": "/k.pem",
+        "ca_file": None,
+        "require": False,
+        "reload_interval_seconds": 10.0,
+    }
+    assert data["backend_tls"]["mode"] == "disabled"

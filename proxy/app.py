@@ -44,7 +44,7 @@ from proxy.metrics import Metrics, ObservedChecker, ObservedDiscovery
 from proxy.pool import PoolLimits
 from proxy.protocol.auth import StoredCredential
 from proxy.reload import ConfigWatcher
-from proxy.server import ProxyContext, ProxyServer
+from proxy.server import ProxyContext, ProxyServer, login_guard
 from proxy.topology.discovery import Discovery
 from proxy.topology.health import HealthChecker
 from proxy.topology.manager import TopologyManager
@@ -204,6 +204,8 @@ class Proxy:
         ryw.query_timeout = config.pool.connect_timeout_seconds
         if config.pool != old.pool:
             self._set_pool_limits(pool_limits(config))
+        if config.auth != old.auth:
+            self.ctx.login_guard = login_guard(config)
         if (config.log_level, config.log_format) != (old.log_level, old.log_format):
             setup_logging(config.log_level, config.log_format)
 

@@ -58,6 +58,7 @@ __all__ = [
     "ENV_PREFIX",
     "NOT_SETTINGS",
     "REDACTED",
+    "AuthConfig",
     "BackendTlsConfig",
     "Config",
     "ConfigError",
@@ -435,6 +436,29 @@ class BackendTlsConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AuthConfig:
+    """Failed-login limiting per client address (proxy/auth_guard.py, docs/security.md)."""
+
+    max_failures: int = _setting(5, _at_least(0))  # 1045s before the first block; 0 = off
+    window_seconds: float = _setting(300.0, _positive)  # failures forgiven after this quiet time
+    base_backoff_seconds: float = _setting(1.0, _positive)  # first block; doubles per failure
+    max_backoff_seconds: float = _setting(60.0, _positive)
+    tracked_addresses: int = _setting(10000, _at_least(2))  # memory bound (LRU)
+
+    def _cross_checks(self) -> Iterator[tuple[str, str]]:
+        if self.max_backoff_seconds < self.base_backoff_seconds:
+            yield (
+                "max_backoff_seconds",
+                (f"must be at least base_backoff_seconds ({self.base_backoff_seconds:g})"),
+            )
+        if self.window_seconds < self.max_backoff_seconds:
+            yield (
+                "window_seconds",
+                (f"must be at least max_backoff_seconds ({self.max_backoff_seconds:g})"),
+            )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     """The whole configuration. Build it with ``load()``/``load_file()``, or directly in tests."""
 
@@ -458,6 +482,7 @@ class Config:
     readiness: ReadinessConfig = field(default_factory=ReadinessConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
     backend_tls: BackendTlsConfig = field(default_factory=BackendTlsConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
 
     def _cross_checks(self) -> Iterator[tuple[str, str]]:
         if self.http is not None and self.http == self.listen and self.listen.port != 0:

@@ -177,7 +177,7 @@ class Metrics:
         self.client_refused_total = Counter(
             "rwproxy_client_connections_refused_total",
             "Client connections refused, by reason (max_connections, max_connections_per_user, "
-            "draining, auth_failed, handshake_timeout)",
+            "draining, auth_failed, host_blocked, handshake_timeout)",
             ["reason"],
             registry=r,
         )

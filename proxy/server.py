@@ -21,6 +21,7 @@ import itertools
 import logging
 from collections.abc import Callable
 
+from proxy.auth_guard import LoginGuard
 from proxy.backend import BASE_CAPABILITIES, BackendConnection, BackendError, PoolKey, open_backend
 from proxy.client import ClientConnection
 from proxy.config import Config
@@ -70,6 +71,7 @@ class ProxyContext:
         self.sessions: dict[int, Session] = {}
         self.user_sessions: dict[str, int] = {}
         self._user_limits = {u.name: u.max_connections for u in config.users}
+        self.login_guard = login_guard(config)
         self._stored_credentials = credentials
         self._backend_credentials: dict[str, BackendCredential] = {}
         self._round_robin = itertools.count()
@@ -363,3 +365,17 @@ class ProxyServer:
             if pending:
                 await asyncio.wait(pending, timeout=1.0)
         self.ctx.pools.close_all()
+
+
+def login_guard(config: Config) -> LoginGuard | None:
+    """The failed-login limiter `config.auth` asks for (None: `max_failures: 0`)."""
+    a = config.auth
+    if not a.max_failures:
+        return None
+    return LoginGuard(
+        max_failures=a.max_failures,
+        window_seconds=a.window_seconds,
+        base_backoff_seconds=a.base_backoff_seconds,
+        max_backoff_seconds=a.max_backoff_seconds,
+        tracked_addresses=a.tracked_addresses,
+    )

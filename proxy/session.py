@@ -41,6 +41,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from proxy.auth_guard import blocked_error, blocked_greeting
 from proxy.backend import WIRE_CAPABILITIES, BackendConnection, BackendError, PoolKey
 from proxy.logs import SampledLog
 from proxy.pool import Pool
@@ -169,6 +170,13 @@ class Session:
 
     async def _login(self) -> ServerHandshake | None:
         """Authenticate the client; the handshake when it succeeded."""
+        guard = self.ctx.login_guard
+        wait = guard.check(self.client.peer) if guard is not None else 0.0
+        if wait > 0:
+            logger.info("client %s: blocked for %.0f s after failed logins", self.client.peer, wait)
+            self.ctx.metrics.refused("host_blocked")
+            self.client.write(blocked_greeting(self.client.peer, wait))
+            return None
         handshake = self.ctx.new_server_handshake(self.connection_id, self.client.peer)
         self.client.write(handshake.data_to_send())
         try:
@@ -193,16 +201,34 @@ class Session:
         """Accept or refuse a finished authentication; None while it goes on."""
         decision: bool | None = None
         for event in events:
-            if isinstance(event, Authenticated):
+            if isinstance(event, Authenticated | Rejected) and self._blocked_meanwhile(handshake):
+                decision = False
+            elif isinstance(event, Authenticated):
                 decision = self._admit(handshake, event)
             elif isinstance(event, Rejected):
                 logger.warning("refused login from %s: %s", self.client.peer, event.error)
                 self.ctx.metrics.refused("auth_failed")
+                guard = self.ctx.login_guard
+                if guard is not None and event.error.code == ErrorCode.ER_ACCESS_DENIED_ERROR:
+                    guard.failed(self.client.peer)
                 decision = False
         self.client.write(handshake.data_to_send())
         return decision
 
+    def _blocked_meanwhile(self, handshake: ServerHandshake) -> bool:
+        """A block that started while this login was in flight answers it with 1129, right
+        password or not, so a burst of parallel guesses learns nothing (auth_guard.py)."""
+        guard = self.ctx.login_guard
+        wait = guard.check(self.client.peer) if guard is not None else 0.0
+        if wait <= 0:
+            return False
+        handshake.refuse_instead(blocked_error(self.client.peer, wait))
+        self.ctx.metrics.refused("host_blocked")
+        return True
+
     def _admit(self, handshake: ServerHandshake, event: Authenticated) -> bool:
+        if self.ctx.login_guard is not None:
+            self.ctx.login_guard.succeeded(self.client.peer)
         limit = self.ctx.user_connection_limit(event.username)
         if limit and self.ctx.user_sessions.get(event.username, 0) >= limit:
             handshake.reject(

@@ -250,17 +250,34 @@ class StoredCredential:
     Exactly one of `password` (plaintext) and `native_hash2` (SHA1(SHA1(pw)), parsed from a
     `password_hash: "*HEX"`) is set; b'' in either means "no password". `auth_plugin`
     overrides the listener's default method for this user.
+
+    The digests a login compares against are computed once, here, so that every login does
+    the same hashing whatever form the credential has (and an unknown user, checked against
+    a random hash-only dummy, costs what a known one does).
     """
 
     password: bytes | None = field(default=None, repr=False)
     native_hash2: bytes | None = field(default=None, repr=False)
     auth_plugin: str | None = None
+    _hash2: bytes = field(init=False, repr=False, compare=False)
+    _cleartext_digest: bytes = field(init=False, repr=False, compare=False)
+    _sha2_digest: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if (self.password is None) == (self.native_hash2 is None):
             raise ValueError("give exactly one of password and native_hash2")
         if self.native_hash2 and len(self.native_hash2) != SCRAMBLE_LENGTH:
             raise ValueError("native_hash2 must be SHA1(SHA1(password)), 20 bytes")
+        password = self.password
+        hash2 = (
+            self.native_hash2 if password is None else native_hash2(password) if password else b""
+        )
+        assert hash2 is not None
+        object.__setattr__(self, "_hash2", hash2)
+        # Without the plaintext these stand-ins are compared against and ignored (see
+        # `matches_cleartext` and `caching_sha2_password_server`): same work, never a match.
+        object.__setattr__(self, "_cleartext_digest", sha256(password or b""))
+        object.__setattr__(self, "_sha2_digest", caching_sha2_digest(password or b""))
 
     @classmethod
     def from_password(
@@ -276,18 +293,27 @@ class StoredCredential:
     @property
     def hash2(self) -> bytes:
         """SHA1(SHA1(pw)) (b'' without a password), whichever form was configured."""
-        if self.native_hash2 is not None:
-            return self.native_hash2
-        return native_hash2(self.password) if self.password else b""
+        return self._hash2
+
+    @property
+    def sha2_digest(self) -> bytes:
+        """SHA256(SHA256(pw)), caching_sha2_password's fast-path digest; meaningful only
+        when the plaintext is known (`password` set and not empty)."""
+        return self._sha2_digest
 
     @property
     def is_empty(self) -> bool:
         return not self.hash2
 
     def matches_cleartext(self, candidate: bytes) -> bool:
-        if self.password is not None:
-            return hmac.compare_digest(candidate, self.password)
-        return hmac.compare_digest(native_hash2(candidate) if candidate else b"", self.hash2)
+        """Whether `candidate` is the password, in time independent of the password.
+
+        Both checks always run on fixed-length digests: comparing the raw bytes would end
+        early on a length mismatch and so time the password's length.
+        """
+        by_plaintext = hmac.compare_digest(sha256(candidate), self._cleartext_digest)
+        by_hash = hmac.compare_digest(native_hash2(candidate) if candidate else b"", self.hash2)
+        return by_plaintext if self.password is not None else by_hash
 
 
 @dataclass(frozen=True, slots=True)
@@ -417,9 +443,10 @@ def caching_sha2_password_server(
         return _check_empty(credential)
     if len(reply) != 32:
         return Forbidden("malformed caching_sha2_password scramble")
-    if credential.password and verify_caching_sha2(
-        nonce, reply, caching_sha2_digest(credential.password)
-    ):
+    # Always verified, so a hash-only (or unknown) user costs what a plaintext one does; the
+    # result only counts with the plaintext (the stand-in digest of b'' must never let in).
+    fast_ok = verify_caching_sha2(nonce, reply, credential.sha2_digest)
+    if fast_ok and credential.password:
         extra = build_auth_more_data(AuthMoreData(FAST_AUTH_SUCCESS))
         return Success(BackendCredential(password=credential.password), extra)
     cleartext = yield from _receive_cleartext(nonce, secure, rsa_key)

@@ -348,6 +348,7 @@ class ServerHandshake(_PacketIO):
         self._login: _Login | None = None
         self._credential: StoredCredential | None = None
         self._plugin_run: ServerAuth | None = None
+        self._refusal: tuple[int, int, Capability] | None = None  # outbox index, seq, caps
         self._readers: dict[ServerState, Callable[[Packet], list[ServerEvent]]] = {
             ServerState.AWAIT_RESPONSE: self._on_response,
             ServerState.AWAIT_SWITCH_RESPONSE: self._on_switch_response,
@@ -428,6 +429,24 @@ class ServerHandshake(_PacketIO):
         self._send(err_from(error, self.negotiated))
         self.state = ServerState.REJECTED
 
+    def refuse_instead(self, error: MySQLError) -> None:
+        """Answer the finished login with `error`, whatever its verdict was.
+
+        For a caller that must not reveal the verdict (a failed-login limit that started
+        while this login was in flight): after `Authenticated` (auto_ok=False) it is
+        `reject()`; after `Rejected` it replaces the queued ERR, same sequence id, as long
+        as `data_to_send()` has not taken it yet.
+        """
+        if self.state is ServerState.AWAIT_DECISION:
+            self.reject(error)
+            return
+        self._require(ServerState.REJECTED)
+        queued = self._refusal
+        if queued is None or queued[0] >= len(self._outbox):
+            raise LocalProtocolError("refuse_instead() after the refusal was sent")
+        index, seq, caps = queued
+        self._outbox[index] = frame(err_from(error, caps), seq)
+
     # -- readers ----------------------------------------------------------------------
 
     def _on_response(self, packet: Packet) -> list[ServerEvent]:
@@ -496,10 +515,12 @@ class ServerHandshake(_PacketIO):
     def _start_auth(
         self, login: _Login, reply: bytes, client_plugin: str | None, *, switch_always: bool = False
     ) -> list[ServerEvent]:
+        # An unknown user runs the same exchange against a random, unmatchable hash. The
+        # dummy is made for every login, so that a known user costs the same random draw.
+        dummy = StoredCredential(native_hash2=self._rng(20))
         stored = self._credentials_for(login.username)
         login.known_user = stored is not None
-        # An unknown user runs the same exchange against a random, unmatchable hash.
-        self._credential = stored or StoredCredential(native_hash2=self._rng(20))
+        self._credential = stored or dummy
         login.plugin = self._credential.auth_plugin or self._default_plugin
         if login.plugin not in SERVER_PLUGINS:
             raise LocalProtocolError(f"unsupported authentication plugin {login.plugin!r}")
@@ -584,6 +605,7 @@ class ServerHandshake(_PacketIO):
         self, error: MySQLError, reason: str, caps: Capability | None = None
     ) -> list[ServerEvent]:
         caps = self.negotiated or caps or _C.CLIENT_PROTOCOL_41
+        self._refusal = (len(self._outbox), self._seq, caps)
         self._send(err_from(error, caps))
         self.state = ServerState.REJECTED
         return [Rejected(error, reason)]

@@ -299,6 +299,12 @@ class ResponseTracker:
             return 0
         if self._state in _NOT_FEEDABLE:
             raise LocalProtocolError(f"cannot feed a tracker in state {self._state.name}")
+        if self._state is ResponseState.RESULT_HEADER and self._at_reply_start():
+            used = self._whole_result_set(data)
+            if used:
+                self.bytes += used
+                self.outcome = self._make_outcome()
+                return used
         try:
             pos = self._consume(data)
         except ProtocolError:
@@ -347,6 +353,83 @@ class ResponseTracker:
             if self._state in _PAUSED:
                 break
         return pos
+
+    def _at_reply_start(self) -> bool:
+        return (
+            not self.result_sets
+            and not self._binary
+            and self._check_seq
+            and not self._head
+            and self._capture is None
+            and not self._skip
+            and not self._continued
+            and not self._caps & _METADATA_FLAG_CAPS
+        )
+
+    def _whole_result_set(self, data: bytes | bytearray | memoryview) -> int:
+        """The commonest reply in one piece: a text result set (fewer than 251 columns, no
+        further result) that `data` holds exactly, from its column count to its terminator.
+        Walked in one loop over the headers; the state changes only if it all checks out.
+        Otherwise 0, and the general path takes `data` from the start (and reports what is
+        wrong with it, if anything)."""
+        n = len(data)
+        if n < 5:
+            return 0
+        seq = self._seq
+        word = _unpack_u32(data, 0)[0]
+        count = data[4]
+        if word != (seq << 24 | 1) or not 0 < count < 251:
+            return 0
+        pos = 5
+        seq += 1
+        classic = self._eof_limit == CLASSIC_EOF_LIMIT
+        packets = count + 1 if classic else count  # definitions (+ their EOF)
+        while packets:  # definitions: any first byte but ERR (the EOF is checked below)
+            if pos + 4 >= n:
+                return 0
+            word = _unpack_u32(data, pos)[0]
+            length = word & 0xFFFFFF
+            if word >> 24 != seq & 0xFF or not 0 < length < MAX_PACKET_PAYLOAD:
+                return 0
+            first = data[pos + 4]
+            if first == ERR_HEADER or (packets == 1 and classic) != (first == EOF_HEADER):
+                return 0
+            if packets == 1 and classic and length >= CLASSIC_EOF_LIMIT:
+                return 0
+            pos += 4 + length
+            seq += 1
+            packets -= 1
+        start = expected = seq << 24  # rows: as in _scan_rows (bits 24+ count them)
+        while pos < n - 4:
+            length = _unpack_u32(data, pos)[0] - (expected & 0xFF000000)
+            if not 0 < length < MAX_PACKET_PAYLOAD or data[pos + 4] >= EOF_HEADER:
+                break
+            pos += 4 + length
+            expected += 1 << 24
+        rows = (expected - start) >> 24
+        seq += rows
+        if pos >= n - 4:
+            return 0
+        word = _unpack_u32(data, pos)[0]  # the terminator, exactly at the end of `data`
+        length = word & 0xFFFFFF
+        end = pos + 4 + length
+        if word >> 24 != seq & 0xFF or data[pos + 4] != EOF_HEADER or end != n:
+            return 0
+        if length >= self._eof_limit:
+            return 0
+        payload = bytes(data[pos + 4 : end])
+        try:
+            status, warnings = self._eof_status(payload)
+        except ProtocolError:
+            return 0
+        if status & _MORE_RESULTS:
+            return 0
+        self.result_sets = 1
+        self.rows += rows
+        self._seq = (seq + 1) & 0xFF
+        self._set_status(status, warnings)
+        self._finish(OutcomeKind.RESULT_SET, payload)
+        return n
 
     def _scan_rows(self, data: bytes | bytearray | memoryview, pos: int, n: int) -> int:
         """Skip consecutive ordinary rows; stop before anything else (or a split header).

@@ -23,7 +23,7 @@ from proxy.protocol.constants import (
     Command,
     ServerStatus,
 )
-from proxy.protocol.errors import LocalProtocolError, RemoteProtocolError
+from proxy.protocol.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from proxy.protocol.framing import PacketFramer, frame
 from proxy.protocol.response import (
     PREPARE_OK_STATEMENT_ID_OFFSET,
@@ -141,6 +141,22 @@ def test_vector_whole_with_next_reply_behind(vector: Vector) -> None:
     consumed = feed_in_chunks(vector, tracker, [vector.data + NEXT_REPLY])
     check_outcome(vector, tracker, consumed)
     assert tracker.feed(NEXT_REPLY) == 0
+
+
+@pytest.mark.parametrize("vector", ALL, ids=lambda v: v.name)
+def test_vector_exactly_whole(vector: Vector) -> None:
+    """One chunk that is the reply and nothing more: the shape the one-loop walk of a
+    result set (`_whole_result_set`) takes; its answer must be the general path's."""
+    tracker = vector.tracker()
+    check_outcome(vector, tracker, feed_in_chunks(vector, tracker, [vector.data]))
+
+
+@pytest.mark.parametrize("name", ["query_select_small", "query_select_1000", "query_select_empty"])
+@pytest.mark.parametrize("mode", ["eof", "deprecate_eof"])
+def test_a_whole_text_result_takes_the_one_loop_walk(name: str, mode: str) -> None:
+    vector = next(v for v in ALL if v.name == f"{name}.{mode}")
+    tracker = vector.tracker()
+    assert tracker._whole_result_set(vector.data) == len(vector.data)
 
 
 @pytest.mark.parametrize("vector", ALL, ids=lambda v: v.name)
@@ -673,3 +689,31 @@ def test_mutated_vectors_only_raise_remote(index: int, flips: list[tuple[int, in
     except RemoteProtocolError:
         return
     assert 0 <= used <= len(data)
+
+
+def _outcome_of(vector: Vector, chunks: list[bytes]) -> object:
+    tracker = vector.tracker()
+    try:
+        consumed = feed_in_chunks(vector, tracker, chunks)
+    except ProtocolError:
+        return "error"
+    outcome = tracker.outcome
+    return (consumed, tracker.state, outcome) if outcome is not None else (consumed, tracker.state)
+
+
+_SMALL = [v for v in ALL if v.name.startswith(("query_select_small", "query_select_empty"))]
+
+
+@pytest.mark.parametrize("vector", _SMALL, ids=lambda v: v.name)
+@settings(max_examples=150, deadline=None)
+@given(at=st.integers(min_value=0, max_value=1 << 16), value=st.integers(0, 255))
+def test_one_loop_walk_agrees_with_the_general_path_on_mutations(
+    vector: Vector, at: int, value: int
+) -> None:
+    """Any one byte changed: the whole chunk (one-loop walk, or its fall-back) and the same
+    bytes one at a time (general path only) end the same way."""
+    data = bytearray(vector.data)
+    data[at % len(data)] = value
+    whole = _outcome_of(vector, [bytes(data)])
+    split = _outcome_of(vector, [bytes(data[i : i + 1]) for i in range(len(data))])
+    assert whole == split

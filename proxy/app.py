@@ -22,6 +22,12 @@ HTTP endpoint) and pushes the new values into the objects that copied them at st
 login credential store, the health checker (a new one replaces the old, whose monitor
 connections close once its in-flight checks are done), read-your-writes timeouts, pool
 limits and the log level/format.
+
+TLS: `Proxy` builds both TLS contexts once (`TlsContexts.from_config`; a certificate file that
+does not load stops start-up) and shares the backend one between the sessions' connections and
+the monitor connections of every health checker it builds, so both legs to a pod verify it the
+same way. ``tls`` and ``backend_tls`` are restart-only keys; the files behind them are followed
+by the contexts themselves (rotation needs no reload).
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from proxy.admin import status_snapshot
+from proxy.backend import tls_server_name
 from proxy.config import Config
 from proxy.http import HttpServer, start_http, stop_http
 from proxy.logs import setup_logging
@@ -44,10 +51,12 @@ from proxy.metrics import Metrics, ObservedChecker, ObservedDiscovery
 from proxy.pool import PoolLimits
 from proxy.protocol.auth import StoredCredential
 from proxy.reload import ConfigWatcher
-from proxy.server import ProxyContext, ProxyServer, login_guard
+from proxy.server import ProxyContext, ProxyServer, TlsContexts, login_guard
+from proxy.tls import ReloadingContext, needs_tls
 from proxy.topology.discovery import Discovery
-from proxy.topology.health import HealthChecker
+from proxy.topology.health import HealthChecker, MonitorTls
 from proxy.topology.manager import TopologyManager
+from proxy.topology.model import Endpoint
 from proxy.workers import SOLE_WORKER, WorkerSlot, run_workers
 
 logger = logging.getLogger(__name__)
@@ -78,13 +87,29 @@ def credential_lookup(config: Config) -> Callable[[str], StoredCredential | None
     return Credentials(config).lookup
 
 
-def build_checker(config: Config) -> HealthChecker:
-    return HealthChecker.from_config(config.monitor, config.health)
+def build_checker(config: Config, backend_tls: ReloadingContext | None = None) -> HealthChecker:
+    """The health checker; its monitor connections use TLS when ``backend_tls`` is given."""
+    return HealthChecker.from_config(
+        config.monitor, config.health, tls=monitor_tls(config, backend_tls)
+    )
+
+
+def monitor_tls(config: Config, backend_tls: ReloadingContext | None) -> MonitorTls | None:
+    """How monitor connections use `backend_tls` (None: in clear)."""
+    if backend_tls is None:
+        return None
+    discovery = config.discovery
+
+    def server_name(endpoint: Endpoint) -> str:
+        return tls_server_name(discovery, endpoint)
+
+    return MonitorTls(backend_tls.current, server_name, needs_tls(config.backend_tls.mode))
 
 
 def build_topology(config: Config, metrics: Metrics | None = None) -> TopologyManager:
     metrics = metrics or Metrics()
-    checker = ObservedChecker(build_checker(config), metrics)
+    tls = TlsContexts.from_config(config)
+    checker = ObservedChecker(build_checker(config, tls.backend), metrics)
     discovery = ObservedDiscovery(Discovery(config.discovery), metrics)
     return TopologyManager(discovery, checker, config)
 
@@ -114,10 +139,13 @@ class Proxy:
         self.worker = worker
         self.metrics = Metrics()
         self.credentials = Credentials(config)
-        self.checker = ObservedChecker(build_checker(config), self.metrics)
+        self.tls = TlsContexts.from_config(config)
+        self.checker = ObservedChecker(build_checker(config, self.tls.backend), self.metrics)
         discovery = ObservedDiscovery(Discovery(config.discovery), self.metrics)
         self.topology = TopologyManager(discovery, self.checker, config)
-        self.ctx = ProxyContext(config, self.topology, self.credentials.lookup, self.metrics)
+        self.ctx = ProxyContext(
+            config, self.topology, self.credentials.lookup, self.metrics, tls=self.tls
+        )
         self.metrics.bind(lambda: status_snapshot(self.ctx))
         self.server = ProxyServer(self.ctx, worker)
         self.http: HttpServer | None = None
@@ -211,7 +239,7 @@ class Proxy:
 
     def _replace_checker(self, config: Config) -> None:
         old = self.checker.inner
-        self.checker.inner = build_checker(config)
+        self.checker.inner = build_checker(config, self.tls.backend)
         self._spawn(self._retire_checker(old, config.health.timeout_seconds))
         self._spawn(self.topology.refresh_now())  # judge the pods by the new limits now
 

@@ -22,17 +22,32 @@ and is never reused: its byte stream position is unknown.
 What the proxy remembers about the server-side session (schema, replayed session
 state version, prepared statements, whether a reset is needed) lives here too,
 because it belongs to this connection and dies with it.
+
+TLS (`backend_tls`). With a `BackendTls`, the `ClientHandshake` is built with
+``tls_possible`` (and ``tls_required`` for required/verify_*). When the pod offers TLS
+the handshake queues an SSLRequest and reports `TlsRequested`; the SSLRequest goes out
+in clear, nothing is fed to the handshake any more, and `wait_ready()` (still inside
+`open_backend`'s connect timeout) switches the transport with `loop.start_tls()`,
+passing the pod's FQDN (`tls_server_name`) as ``server_hostname`` (SNI; checked in
+verify_identity mode only). The HandshakeResponse41 then goes over TLS, and from there
+on the connection is an ordinary one whose transport happens to be the TLS one: the
+reply path is the same code. A failed TLS handshake becomes ``BackendError(endpoint,
+"TLS: ...")``; connections are aborted rather than closed when broken, since closing
+a TLS transport waits for the peer's close_notify.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
 
+from proxy.config import DiscoveryConfig
 from proxy.protocol import commands as cmd
 from proxy.protocol.constants import Capability as Cap
 from proxy.protocol.constants import CharacterSet, Command, ServerStatus
@@ -89,6 +104,42 @@ class BackendError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class BackendTls:
+    """How a new connection switches to TLS when its pod agrees (see the module docstring)."""
+
+    context: ssl.SSLContext
+    server_hostname: str  # the pod's FQDN: SNI, and the name verify_identity checks
+    handshake_timeout: float
+
+
+def tls_server_name(discovery: DiscoveryConfig, endpoint: Endpoint) -> str:
+    """The name a pod's certificate must carry: ``mysql-0.mysql-h.default.svc.cluster.local``.
+
+    A pod found only by its address (an unnamed port: `Endpoint.pod` is ``ip:port``) has no
+    DNS name of its own, so its address is checked instead.
+    """
+    if endpoint.pod == f"{endpoint.host}:{endpoint.port}":
+        return endpoint.host
+    return discovery.pod_fqdn(endpoint.pod)
+
+
+_SSL_SOURCE = re.compile(r"\s*\(_ssl\.c:\d+\)$")
+
+
+def tls_error_text(exc: BaseException) -> str:
+    """A one-line reason for a failed TLS handshake, for errors and logs."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        detail = exc.verify_message or ""
+        return f"certificate verify failed: {detail}".rstrip(": ")
+    if isinstance(exc, ssl.SSLError):
+        text = _SSL_SOURCE.sub("", exc.args[1] if len(exc.args) > 1 else str(exc))
+        return text or type(exc).__name__
+    if isinstance(exc, ConnectionError | EOFError):
+        return f"connection closed during the TLS handshake ({type(exc).__name__})"
+    return str(exc) or type(exc).__name__
+
+
+@dataclass(frozen=True, slots=True)
 class PoolKey:
     """What makes two backend connections interchangeable for a client."""
 
@@ -129,6 +180,7 @@ class BackendConnection(asyncio.Protocol):
         key: PoolKey,
         handshake: ClientHandshake,
         clock: Callable[[], float] = time.monotonic,
+        tls: BackendTls | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.key = key
@@ -142,9 +194,13 @@ class BackendConnection(asyncio.Protocol):
         self.status = 0  # ServerStatus bits of the last reply, as a plain int
         self._clock = clock
         self._handshake: ClientHandshake | None = handshake
+        self._tls = tls
+        self.tls = False  # the transport is TLS
         self._transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
-        self._ready: asyncio.Future[None] = self._loop.create_future()
+        # True: the SSLRequest is out, switch to TLS now (a new future then waits for the
+        # login); False: logged in.
+        self._ready: asyncio.Future[bool] = self._loop.create_future()
         self._reply: asyncio.Future[ResponseTracker] | None = None
         self._on_done: Completion | None = None
         self._tracker: ResponseTracker | None = None
@@ -221,16 +277,59 @@ class BackendConnection(asyncio.Protocol):
                 self.capabilities = Cap(event.capabilities)
                 self.status = int(event.status)
                 if not self._ready.done():
-                    self._ready.set_result(None)
+                    self._ready.set_result(False)
             elif isinstance(event, Failed):
                 self._fail_ready(BackendError(self.endpoint, "login failed", event.error))
             elif isinstance(event, TlsRequested):
-                self._fail_ready(BackendError(self.endpoint, "TLS to pods is not configured"))
+                self._tls_requested(handshake)
+
+    def _tls_requested(self, handshake: ClientHandshake) -> None:
+        """The SSLRequest is written: let `wait_ready` switch the transport."""
+        if self._tls is None:
+            self._fail_ready(BackendError(self.endpoint, "TLS to pods is not configured"))
+        elif handshake.trailing_data:  # the pod must wait for our ClientHello
+            self._fail_ready(BackendError(self.endpoint, "TLS: server sent data after SSLRequest"))
+        elif not self._ready.done():
+            switch, self._ready = self._ready, self._loop.create_future()
+            switch.set_result(True)
 
     def _fail_ready(self, error: BackendError) -> None:
         if not self._ready.done():
             self._ready.set_exception(error)
-        self.close(error.reason)
+        if self.tls:
+            self.abort(error.reason)
+        else:
+            self.close(error.reason)
+
+    async def _switch_to_tls(self) -> None:
+        """start_tls on the transport, then the HandshakeResponse41 over it."""
+        tls, handshake, raw = self._tls, self._handshake, self._transport
+        assert tls is not None and handshake is not None
+        try:
+            if raw is None or self.broken:
+                raise BackendError(self.endpoint, self._close_reason or "connection closed")
+            secure = await self._loop.start_tls(
+                raw,
+                self,
+                tls.context,
+                server_hostname=tls.server_hostname,
+                ssl_handshake_timeout=tls.handshake_timeout,
+            )
+        except OSError as exc:  # ssl.SSLError (a bad certificate), a reset, the timeout
+            reason = f"TLS: {tls_error_text(exc)} (server name {tls.server_hostname})"
+            self._ready.cancel()  # nobody will wait for the login now
+            self.abort(reason)
+            raise BackendError(self.endpoint, reason) from None
+        except BaseException:
+            self._ready.cancel()
+            raise
+        if secure is None or self.broken:  # lost while switching
+            self._ready.cancel()
+            raise BackendError(self.endpoint, self._close_reason or "connection closed")
+        self._transport = secure
+        self.tls = True
+        handshake.tls_established()
+        self._write(handshake.data_to_send())
 
     # -- requests ---------------------------------------------------------------------
 
@@ -391,7 +490,10 @@ class BackendConnection(asyncio.Protocol):
             self._transport.write(data)
 
     async def wait_ready(self) -> None:
-        await self._ready
+        """Until logged in; switches to TLS on the way when the pod agreed to it."""
+        if await self._ready:
+            await self._switch_to_tls()
+            await self._ready
 
 
 _AT_REST = (ResponseState.IDLE, ResponseState.DONE)
@@ -412,14 +514,17 @@ async def open_backend(
     handshake: ClientHandshake,
     *,
     connect_timeout: float,
+    tls: BackendTls | None = None,
 ) -> BackendConnection:
-    """Connect and log in, under one timeout."""
+    """Connect, switch to TLS when both sides want it, and log in, under one timeout."""
     loop = asyncio.get_running_loop()
     conn: BackendConnection | None = None
     try:
         async with asyncio.timeout(connect_timeout):
             _, conn = await loop.create_connection(
-                lambda: BackendConnection(endpoint, key, handshake), endpoint.host, endpoint.port
+                lambda: BackendConnection(endpoint, key, handshake, tls=tls),
+                endpoint.host,
+                endpoint.port,
             )
             await conn.wait_ready()
     except TimeoutError:

@@ -7,7 +7,8 @@ then does once what the running proxy does continuously, with the same code: it 
 headless Service (`Discovery.resolve`, bounded by `dns_timeout_seconds`), logs in to every
 pod as the monitor user (`HealthChecker.check`, concurrently, each bounded by
 `health.timeout_seconds`), picks the writer with the proxy's own rule (`select_writer`) and
-prints one row per pod. The exit status is 0 only when DNS answered, found pods, every pod
+prints one row per pod. Monitor logins use ``backend_tls`` exactly as the proxy's health checks
+do (`proxy.app.build_checker`). The exit status is 0 only when DNS answered, found pods, every pod
 answered the monitor login and a writer was found; 1 otherwise, with the reason printed.
 """
 
@@ -19,8 +20,8 @@ from collections.abc import Mapping, Sequence
 from typing import TextIO
 
 from proxy.config import Config
+from proxy.tls import reloading_backend_context
 from proxy.topology.discovery import Discovery, DnsUnavailable
-from proxy.topology.health import HealthChecker
 from proxy.topology.manager import PodChecker, select_writer
 from proxy.topology.model import Endpoint, PodHealth
 
@@ -42,7 +43,10 @@ async def check(
         print(f"DNS: cannot resolve {discovery.service_fqdn}: {exc}", file=out)
         return 1
     print(f"DNS: {len(pods)} pod(s) behind {discovery.service_fqdn}", file=out)
-    checker = checker or HealthChecker.from_config(config.monitor, config.health)
+    if checker is None:
+        from proxy.app import build_checker  # here: the CLI imports this module for `check` only
+
+        checker = build_checker(config, reloading_backend_context(config.backend_tls))
     try:
         health = await _check_all(checker, list(pods.values()))
     finally:

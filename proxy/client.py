@@ -7,6 +7,12 @@ framing); afterwards a `PacketFramer` cuts them into command packets, bounded by
 reading, the transport calls `pause_writing()`, and the connection pauses whatever
 backend is streaming to it until `resume_writing()`.
 
+TLS: when the client sends an SSLRequest, the session pauses reading, takes what was
+read but not yet used (`take_raw`: the first TLS bytes) for the TLS layer, and after
+`loop.start_tls()` puts the TLS transport in place (`use_transport`). From then on
+`data_received` gets decrypted bytes, possibly even before `start_tls()` returns; in
+the login phase they simply wait in the raw buffer for the next `read_raw()`.
+
 New command packets are announced through `on_packets` (by default: wake whoever waits
 in `next_packet()`). The session replaces it with its fast-path dispatcher, which runs
 ordinary statements straight from this callback and wakes its command loop only for
@@ -118,6 +124,22 @@ class ClientConnection(asyncio.Protocol):
                 return None
             await self.wait()
 
+    def take_raw(self) -> bytes:
+        """Login phase: the bytes received and not read yet, now (they are no longer kept)."""
+        if not self._raw:
+            return b""
+        data = bytes(self._raw)
+        self._raw.clear()
+        return data
+
+    def use_transport(self, transport: asyncio.BaseTransport) -> None:
+        """Write through `transport` from now on (the TLS one after the switch)."""
+        secure = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        if self.closed:  # lost while switching
+            secure.abort()
+            return
+        self.transport = secure
+
     def start_command_phase(self, early: bytes = b"") -> None:
         """Switch from raw bytes to framed packets (after a successful login).
 
@@ -154,8 +176,13 @@ class ClientConnection(asyncio.Protocol):
             self.bytes_out += len(data)
 
     def close(self) -> None:
+        """Close after what was written is sent. `closed` is set at once, as in `abort`: a TLS
+        transport reports the loss only once the client answered its close_notify, and an
+        idle client never does, so a session waiting for its next packet would wait on."""
         if self.transport is not None:
             self.transport.close()
+        self.closed = True
+        self.wake()
 
     def abort(self) -> None:
         """Drop the connection now (KILL, protocol violation). `closed` is set at once,

@@ -12,6 +12,11 @@ does not wait for connections, so draining needs its own list). Connections over
 configuration, pools, the current topology, credentials learned at login (to log in
 to the pods as the same user), metrics, and the proxy's own statements. Sessions do
 not import the topology manager or the server: tests can build a context by hand.
+
+TLS: `TlsContexts` holds the two `ReloadingContext`s (toward applications when
+``tls`` has a certificate, toward the pods unless ``backend_tls.mode`` is disabled).
+Each new connection asks for ``current()``, so rotated certificate files are used from
+the next connection on; open connections keep theirs.
 """
 
 from __future__ import annotations
@@ -20,9 +25,18 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from proxy.auth_guard import LoginGuard
-from proxy.backend import BASE_CAPABILITIES, BackendConnection, BackendError, PoolKey, open_backend
+from proxy.backend import (
+    BASE_CAPABILITIES,
+    BackendConnection,
+    BackendError,
+    BackendTls,
+    PoolKey,
+    open_backend,
+    tls_server_name,
+)
 from proxy.client import ClientConnection
 from proxy.config import Config
 from proxy.metrics import Metrics
@@ -36,6 +50,13 @@ from proxy.protocol.handshake import ClientHandshake, ServerHandshake
 from proxy.routing.classify import Classification
 from proxy.ryw import ReadYourWrites
 from proxy.session import Session
+from proxy.tls import (
+    ReloadingContext,
+    may_use_tls,
+    needs_tls,
+    reloading_backend_context,
+    reloading_client_context,
+)
 from proxy.topology.manager import TopologyManager
 from proxy.topology.model import Endpoint, HealthState, Topology
 from proxy.workers import SOLE_WORKER, WorkerSlot
@@ -54,6 +75,25 @@ def greeting_version(version: str) -> str:
     return version
 
 
+@dataclass(frozen=True, slots=True)
+class TlsContexts:
+    """The TLS contexts of both legs; None where that leg does not use TLS."""
+
+    client: ReloadingContext | None = None
+    backend: ReloadingContext | None = None
+
+    @classmethod
+    def from_config(cls, config: Config) -> TlsContexts:
+        """Read the files now (`ConfigError` if they do not load: start-up fails)."""
+        return cls(
+            client=reloading_client_context(config.tls),
+            # backend_tls has no interval of its own: the same as for the proxy's certificate
+            backend=reloading_backend_context(
+                config.backend_tls, interval=config.tls.reload_interval_seconds
+            ),
+        )
+
+
 class ProxyContext:
     """Everything a session needs from the rest of the proxy; see the module docstring."""
 
@@ -63,8 +103,10 @@ class ProxyContext:
         topology: TopologyManager,
         credentials: Callable[[str], StoredCredential | None],
         metrics: Metrics | None = None,
+        tls: TlsContexts | None = None,
     ) -> None:
         self.config = config
+        self.tls = tls if tls is not None else TlsContexts.from_config(config)
         self.manager = topology
         self.metrics = metrics or Metrics()
         self.draining = False
@@ -105,7 +147,7 @@ class ProxyContext:
         timeout = self.config.routing.writer_wait_timeout_seconds
         endpoint = await self.manager.wait_for_writer(timeout if within is None else within)
         if endpoint is None:
-            problem = self.topology().writer_problem or "unknown"
+            problem = self._writer_problem()
             writer = self.config.discovery.writer
             raise MySQLError(
                 ErrorCode.ER_OPTION_PREVENTS_STATEMENT
@@ -114,6 +156,17 @@ class ProxyContext:
                 f"rwproxy: no writer available after {timeout:g} s (writer: {writer}; {problem})",
             )
         return endpoint
+
+    def _writer_problem(self) -> str:
+        """Why there is no writer, with the last check's error when it says more (a TLS
+        certificate that does not verify, an access denied)."""
+        topology = self.topology()
+        problem = topology.writer_problem or "unknown"
+        pod = self.config.discovery.writer
+        health = topology.health.get(pod)
+        if health is not None and health.error and not health.reachable:
+            problem += f": {health.error}"
+        return problem
 
     def pick_reader(self, readers: tuple[Endpoint, ...]) -> Endpoint | None:
         """Least outstanding connections first, round-robin among equals."""
@@ -185,6 +238,7 @@ class ProxyContext:
             client_host=peer,
             max_packet_size=self.config.max_allowed_packet,
             auto_ok=False,
+            tls_available=self.tls.client is not None,
         )
 
     def server_version(self) -> str:
@@ -215,6 +269,8 @@ class ProxyContext:
         credential = self._backend_credentials.get(key.user)
         if credential is None:
             raise BackendError(endpoint, f"no credential for user '{key.user}'")
+        tls = self._backend_tls(endpoint)
+        mode = self.config.backend_tls.mode
         handshake = ClientHandshake(
             username=key.user,
             credential=credential,
@@ -222,6 +278,8 @@ class ProxyContext:
             capabilities=BASE_CAPABILITIES | Capability(key.wire_capabilities),
             character_set=key.character_set,
             connect_attrs={"program_name": "rwproxy"},
+            tls_possible=tls is not None and may_use_tls(mode),
+            tls_required=tls is not None and needs_tls(mode),
         )
         try:
             conn = await open_backend(
@@ -229,6 +287,7 @@ class ProxyContext:
                 key,
                 handshake,
                 connect_timeout=self.config.pool.connect_timeout_seconds,
+                tls=tls,
             )
         except BackendError as exc:
             if exc.error is not None and exc.error.code == ErrorCode.ER_ACCESS_DENIED_ERROR:
@@ -237,6 +296,15 @@ class ProxyContext:
         if self.topology().is_writer(endpoint):
             self._greeting_version = conn.server_version
         return conn
+
+    def _backend_tls(self, endpoint: Endpoint) -> BackendTls | None:
+        if self.tls.backend is None:
+            return None
+        return BackendTls(
+            self.tls.backend.current(),
+            tls_server_name(self.config.discovery, endpoint),
+            self.config.pool.connect_timeout_seconds,
+        )
 
     # -- the proxy's own statements and KILL ----------------------------------------
 

@@ -28,6 +28,15 @@ next replica read first asks the writer connection for the GTID of that write
 (`@@last_gtid` on MariaDB, `@@global.gtid_executed` on MySQL) and waits on the
 replica (`MASTER_GTID_WAIT` / `WAIT_FOR_EXECUTED_GTID_SET`) up to the configured
 timeout; if the replica does not catch up in time the read goes to the writer.
+
+TLS at login (`tls`): the greeting offers CLIENT_SSL when the proxy has a certificate.
+On an SSLRequest (`TlsRequested`) nothing more is fed to the handshake or written in
+clear: reading pauses, the bytes already read behind the SSLRequest go to the TLS
+layer (`proxy.tls.start_tls(pending=...)`), the client's transport becomes the TLS one
+and the handshake goes on over it. With ``tls.require`` a client that answers the
+greeting in clear gets ER_SECURE_TRANSPORT_REQUIRED (3159) in place of whatever the
+handshake queued (an auth switch, a verdict), so no password exchange happens in clear
+and a wrong password is not told apart from a right one.
 """
 
 from __future__ import annotations
@@ -41,8 +50,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from proxy import tls
 from proxy.auth_guard import blocked_error, blocked_greeting
-from proxy.backend import WIRE_CAPABILITIES, BackendConnection, BackendError, PoolKey
+from proxy.backend import (
+    WIRE_CAPABILITIES,
+    BackendConnection,
+    BackendError,
+    PoolKey,
+    tls_error_text,
+)
 from proxy.logs import SampledLog
 from proxy.pool import Pool
 from proxy.prepared import PreparedStatements
@@ -51,7 +67,14 @@ from proxy.protocol import packets
 from proxy.protocol.constants import Capability, Command, ErrorCode, ServerStatus
 from proxy.protocol.errors import MySQLError
 from proxy.protocol.framing import Packet, frame, next_seq_after
-from proxy.protocol.handshake import Authenticated, Rejected, ServerEvent, ServerHandshake
+from proxy.protocol.handshake import (
+    Authenticated,
+    Rejected,
+    ServerEvent,
+    ServerHandshake,
+    ServerState,
+    TlsRequested,
+)
 from proxy.protocol.response import ResponseOutcome, ResponseState, ResponseTracker
 from proxy.routing.classify import Classification, PinCause, StatementKind, classify
 from proxy.routing.router import RouteDecision, SessionView, Target, route
@@ -65,6 +88,11 @@ logger = logging.getLogger(__name__)
 _statement_log = SampledLog(logger)  # per-statement DEBUG lines, rate-limited
 
 MAX_REPLAYED_STATEMENTS = 64
+# MySQL's answer under require_secure_transport (MariaDB answers 1045 there).
+ER_SECURE_TRANSPORT_REQUIRED = 3159
+_INSECURE = (
+    "Connections using insecure transport are prohibited while --require_secure_transport=ON."
+)
 _AUTOCOMMIT = int(ServerStatus.SERVER_STATUS_AUTOCOMMIT)
 FIELD_LIST = Classification(StatementKind.READ, "COM_FIELD_LIST reads metadata")
 KILL_STATEMENT = re.compile(
@@ -193,9 +221,59 @@ class Session:
             data = await self.client.read_raw()
             if data is None:
                 return False
-            accepted = self._decide(handshake, handshake.receive_data(data))
+            events = handshake.receive_data(data)
+            if events and isinstance(events[-1], TlsRequested):
+                if not await self._start_tls(handshake):
+                    return False
+                continue
+            if self._refused_in_clear(handshake):
+                return False
+            accepted = self._decide(handshake, events)
             if accepted is not None:
                 return accepted
+
+    async def _start_tls(self, handshake: ServerHandshake) -> bool:
+        """Switch the client's connection to TLS after its SSLRequest; False if that failed."""
+        client, contexts = self.client, self.ctx.tls.client
+        transport = client.transport
+        assert contexts is not None  # CLIENT_SSL is only offered with a context
+        if transport is None:
+            return False
+        # From here every byte read belongs to the TLS layer: stop reading, and hand it
+        # what was read behind the SSLRequest (a ClientHello, or its beginning).
+        transport.pause_reading()
+        pending = handshake.trailing_data + client.take_raw()
+        try:
+            secure = await tls.start_tls(
+                transport,
+                client,
+                contexts.current(),
+                server_side=True,
+                pending=pending,
+                handshake_timeout=self.ctx.config.handshake_timeout_seconds,
+            )
+        except OSError as exc:  # ssl.SSLError (the client refused us), a reset, a timeout
+            logger.info("client %s: TLS handshake failed: %s", client.peer, tls_error_text(exc))
+            self.ctx.metrics.refused("tls_failed")
+            client.abort()
+            return False
+        client.use_transport(secure)
+        handshake.tls_established()
+        return not client.closed
+
+    def _refused_in_clear(self, handshake: ServerHandshake) -> bool:
+        """tls.require: answer a login that did not switch to TLS with 3159, at once."""
+        if not self.ctx.config.tls.require or handshake.tls:
+            return False
+        if handshake.state in (ServerState.AWAIT_RESPONSE, ServerState.AWAIT_TLS):
+            return False  # its HandshakeResponse41 (or SSLRequest) is not complete yet
+        handshake.data_to_send()  # dropped: an auth switch or a verdict, never sent in clear
+        caps = handshake.negotiated or Capability.CLIENT_PROTOCOL_41
+        error = packets.build_err(ER_SECURE_TRANSPORT_REQUIRED, _INSECURE, "HY000", caps)
+        self.client.write(frame(error, 2))  # after the greeting (0) and the response (1)
+        logger.info("client %s: refused, it did not switch to TLS (tls.require)", self.client.peer)
+        self.ctx.metrics.refused("tls_required")
+        return True
 
     def _decide(self, handshake: ServerHandshake, events: list[ServerEvent]) -> bool | None:
         """Accept or refuse a finished authentication; None while it goes on."""

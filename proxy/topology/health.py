@@ -26,6 +26,13 @@ is REPLICATION_STOPPED. Replication running with lag above the limit, or with th
 LAGGING. Otherwise UP. A failed check keeps the previous state (and the last known facts, with
 `reachable=False`) until `failures_before_down` consecutive failures make the pod DOWN; one
 dropped packet does not empty the reader set.
+
+TLS (`MonitorTls`, from ``backend_tls``): monitor connections use the proxy's backend context,
+asked per new connection (rotation), and verify the pod's FQDN while connecting to its IP.
+aiomysql passes the host it connected to as ``server_hostname``, so `connect_monitor` (the
+default connect function) hands it the FQDN just for the TLS switch (`_MonitorConnection`), and
+refuses a pod that offers no TLS when the mode requires it, before any credential is sent.
+Without TLS to the pod nothing changes: aiomysql only switches when given a context.
 """
 
 from __future__ import annotations
@@ -33,12 +40,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiomysql
+from pymysql.constants import CLIENT, CR
 
 from proxy.topology.model import Endpoint, HealthState, PodHealth
 
@@ -85,6 +94,49 @@ class MonitorConnection(Protocol):
 
 ConnectFn = Callable[..., Awaitable[Any]]
 Clock = Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorTls:
+    """TLS for monitor connections: the context (asked per connection), the name to verify."""
+
+    context: Callable[[], ssl.SSLContext]
+    server_name: Callable[[Endpoint], str]
+    required: bool  # refuse a pod that does not offer TLS
+
+
+class _MonitorConnection(aiomysql.Connection):  # type: ignore[misc]
+    """aiomysql's connection, verifying ``server_hostname`` rather than the address it dialled."""
+
+    def __init__(self, *, server_hostname: str | None, tls_required: bool, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._server_hostname = server_hostname
+        self._tls_required = tls_required
+
+    async def _request_authentication(self) -> None:
+        if self._tls_required and not self.server_capabilities & CLIENT.SSL:
+            raise aiomysql.OperationalError(
+                CR.CR_SSL_CONNECTION_ERROR, "TLS is required but the server does not offer it"
+            )
+        if self._server_hostname is None:
+            await super()._request_authentication()
+            return
+        # aiomysql uses self._host as server_hostname when it switches to TLS, and only there
+        dialled = str(getattr(self, "_host", ""))
+        self._host = self._server_hostname
+        try:
+            await super()._request_authentication()
+        finally:
+            self._host = dialled
+
+
+async def connect_monitor(
+    *, server_hostname: str | None = None, tls_required: bool = False, **kwargs: Any
+) -> Any:
+    """`aiomysql.connect(**kwargs)`, with TLS checking ``server_hostname`` (see the docstring)."""
+    conn = _MonitorConnection(server_hostname=server_hostname, tls_required=tls_required, **kwargs)
+    await conn._connect()
+    return conn
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,12 +224,14 @@ class HealthChecker:
         monitor_user: str,
         monitor_password: str,
         timeout: float,
-        connect: ConnectFn = aiomysql.connect,
+        connect: ConnectFn = connect_monitor,
         *,
         max_replication_lag_seconds: float = 10.0,
         failures_before_down: int = 2,
         clock: Clock = time.monotonic,
+        tls: MonitorTls | None = None,
     ) -> None:
+        self._tls = tls
         self._user = monitor_user
         self._password = monitor_password
         self._timeout = timeout
@@ -192,8 +246,9 @@ class HealthChecker:
         cls,
         monitor: MonitorSettings,
         health: HealthSettings,
-        connect: ConnectFn = aiomysql.connect,
+        connect: ConnectFn = connect_monitor,
         clock: Clock = time.monotonic,
+        tls: MonitorTls | None = None,
     ) -> HealthChecker:
         return cls(
             monitor.user,
@@ -203,6 +258,7 @@ class HealthChecker:
             max_replication_lag_seconds=health.max_replication_lag_seconds,
             failures_before_down=health.failures_before_down,
             clock=clock,
+            tls=tls,
         )
 
     @property
@@ -266,7 +322,13 @@ class HealthChecker:
     def _describe(self, exc: Exception) -> str:
         if isinstance(exc, TimeoutError):
             return f"check timed out after {self._timeout:g}s"
-        return f"{type(exc).__name__}: {exc}"
+        text = f"{type(exc).__name__}: {exc}"
+        cause = exc.__cause__  # aiomysql reports a failed TLS handshake as "Can't connect"
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            text += f" (TLS: certificate verify failed: {cause.verify_message})"
+        elif isinstance(cause, ssl.SSLError):
+            text += f" (TLS: {cause.reason or cause})"
+        return text
 
     # -- probing -------------------------------------------------------------------------------
 
@@ -324,6 +386,7 @@ class HealthChecker:
             password=self._password,
             connect_timeout=self._timeout,
             autocommit=True,
+            **self._tls_arguments(endpoint),
         )
         try:
             version = _text((await _query_one(conn, "SELECT @@version"))[0])
@@ -335,6 +398,16 @@ class HealthChecker:
         self._monitors[endpoint.pod] = monitor
         logger.debug("monitor connection to %s (%s %s)", endpoint, flavor, version)
         return monitor, True
+
+    def _tls_arguments(self, endpoint: Endpoint) -> dict[str, Any]:
+        tls = self._tls
+        if tls is None:
+            return {}
+        return {
+            "ssl": tls.context(),
+            "server_hostname": tls.server_name(endpoint),
+            "tls_required": tls.required,
+        }
 
     @classmethod
     def _status_sql(cls, flavor: str, version: str) -> str:

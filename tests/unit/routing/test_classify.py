@@ -425,7 +425,10 @@ def test_texts_of_one_shape_classify_alike(
         return str(numbers[i % len(numbers)]).encode()
 
     other = classify_module._LITERALS.sub(swap, text)
-    assert classify_module.statement_shape(other) == classify_module.statement_shape(text)
+    shape = classify_module.statement_shape(other)
+    if shape is None:  # a quote or comment marker inside a literal: never shape-cached
+        return
+    assert shape == classify_module.statement_shape(text)
     first = classify_uncached(text)
     if classify_module._shape_decides(first):
         assert classify_uncached(other) == first, (text, other)

@@ -1,4 +1,8 @@
-"""Integration fixtures: the local cluster (real mariadbd pods and dnsmasq on loopback).
+"""Cluster fixtures: the local cluster (real mariadbd pods and dnsmasq on loopback).
+
+A plugin module (tests/conftest.py: pytest_plugins), so that every folder (integration, fuzz)
+shares one `cluster` fixture: importing it into another conftest would define it twice, and
+the second definition would wait for the machine-wide lock the first one holds.
 
 `cluster` (session): brought up once per run in `$RWPROXY_CLUSTER_DIR` or /tmp/rwproxy-cluster,
 the state dir the CLI uses, so a cluster already running is reused, and left running at the end

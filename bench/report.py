@@ -18,6 +18,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final
 
 from bench.measure import IdleSample, Sample, StreamSample
@@ -28,6 +29,16 @@ HAPROXY: Final = "haproxy"
 WRITER_ONLY: Final = "rwproxy-writer-only"
 WORKERS: Final = "rwproxy-writer-only-2w"  # the same with `workers: 2` (SO_REUSEPORT)
 ROUTING: Final = "rwproxy"
+
+
+def fresh_path(directory: Path, base: str) -> Path:
+    """``<base>.md``, or ``<base>-2.md``, ``-3``...: a report already written (and perhaps
+    committed and cited) is never overwritten."""
+    stem, number = base, 1
+    while (directory / f"{stem}.md").exists():
+        number += 1
+        stem = f"{base}-{number}"
+    return directory / f"{stem}.md"
 
 
 @dataclass

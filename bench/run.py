@@ -323,14 +323,8 @@ def parameters(plan: Plan) -> dict[str, str]:
 
 
 def report_stem(output_dir: Path, mode: str) -> str:
-    """``<date>-<mode>``, or ``<date>-<mode>-2``, ``-3``...: a report already written (and
-    perhaps committed and cited) is never overwritten."""
-    stem = base = f"{datetime.date.today().isoformat()}-{mode}"
-    number = 1
-    while (output_dir / f"{stem}.md").exists():
-        number += 1
-        stem = f"{base}-{number}"
-    return stem
+    """``<date>-<mode>``, numbered when that report exists (`report.fresh_path`)."""
+    return report.fresh_path(output_dir, f"{datetime.date.today().isoformat()}-{mode}").stem
 
 
 def write_report(results: Results, output_dir: Path) -> Path:

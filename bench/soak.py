@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Final
 
 from bench import lab, procs, sysbench, targets
+from bench.report import fresh_path
 
 RESULTS_DIR: Final = Path(__file__).resolve().parent / "results"
 RWPROXY: Final = Path(sys.executable).parent / "rwproxy"
@@ -217,12 +218,7 @@ def render(args: argparse.Namespace, soak: Soak, exit_code: int | None, tail: li
 
 
 def output_path(directory: Path) -> Path:
-    stem = base = f"soak-{datetime.date.today().isoformat()}"
-    number = 1
-    while (directory / f"{stem}.md").exists():
-        number += 1
-        stem = f"{base}-{number}"
-    return directory / f"{stem}.md"
+    return fresh_path(directory, f"soak-{datetime.date.today().isoformat()}")
 
 
 def run(args: argparse.Namespace, workdir: Path) -> str:

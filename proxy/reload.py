@@ -36,6 +36,7 @@ from typing import Any, Final
 
 from proxy.admin import config_version
 from proxy.config import Config, ConfigError, HostPort, load_file
+from proxy.files import fingerprint
 from proxy.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -51,8 +52,6 @@ RESTART_ONLY: Final = (
     (None, "tls"),
     (None, "backend_tls"),
 )
-
-Fingerprint = tuple[tuple[str, object], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,20 +103,6 @@ def _leaves(value: object, path: str) -> Iterator[tuple[str, object]]:
             yield from _leaves(getattr(value, f.name), key)
     else:
         yield path, value
-
-
-def fingerprint(paths: list[Path]) -> Fingerprint:
-    """What changes when any of `paths` is edited, replaced, or re-pointed by a symlink."""
-    marks: list[tuple[str, object]] = []
-    for path in paths:
-        try:
-            st = os.stat(path)  # follows symlinks: a ..data swap shows up as a new inode
-            target = os.path.realpath(path)
-            mark: object = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size, target)
-        except OSError as exc:
-            mark = type(exc).__name__
-        marks.append((str(path), mark))
-    return tuple(marks)
 
 
 def watched_paths(path: Path, config: Config) -> list[Path]:

@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import ssl
 import time
 from collections.abc import Callable, Sequence
@@ -63,6 +62,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from proxy.config import BACKEND_TLS_MODES, BackendTlsConfig, ConfigError, TlsConfig
+from proxy.files import fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -191,22 +191,6 @@ def _why(exc: BaseException) -> str:
 
 # --- rotation ---------------------------------------------------------------------------------
 
-Fingerprint = tuple[tuple[str, object], ...]
-
-
-def _fingerprint(paths: Sequence[Path]) -> Fingerprint:
-    """The same marks as proxy.reload.fingerprint: a symlink swap changes inode and target."""
-    marks: list[tuple[str, object]] = []
-    for path in paths:
-        try:
-            st = os.stat(path)  # follows symlinks
-            target = os.path.realpath(path)
-            mark: object = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size, target)
-        except OSError as exc:
-            mark = type(exc).__name__
-        marks.append((str(path), mark))
-    return tuple(marks)
-
 
 class ReloadingContext:
     """An SSLContext that is rebuilt when its files change; see the module docstring.
@@ -229,7 +213,7 @@ class ReloadingContext:
         self._interval = interval
         self._clock = clock
         self._name = name
-        self._fingerprint = _fingerprint(self._paths)
+        self._fingerprint = fingerprint(self._paths)
         self._context = build()
         self._checked_at = clock()
         self.reloads = 0  # successful rebuilds after the first
@@ -244,13 +228,13 @@ class ReloadingContext:
     def check(self) -> bool:
         """Look at the files now (SIGHUP, tests); True if a new context was built."""
         self._checked_at = self._clock()
-        seen = _fingerprint(self._paths)
+        seen = fingerprint(self._paths)
         if seen == self._fingerprint:
             return False
         try:
             context = self._build()
         except ConfigError as exc:
-            if _fingerprint(self._paths) == seen:  # stable and bad: say so once
+            if fingerprint(self._paths) == seen:  # stable and bad: say so once
                 self._fingerprint = seen
                 self.failures += 1
                 logger.error(
@@ -259,7 +243,7 @@ class ReloadingContext:
                     "; ".join(exc.problems),
                 )
             return False
-        if _fingerprint(self._paths) == seen:
+        if fingerprint(self._paths) == seen:
             self._fingerprint = seen  # else: changed while loading, look again next time
         self._context = context
         self.reloads += 1

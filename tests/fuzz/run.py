@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Final
 
 from bench import lab, procs, targets
+from bench.report import fresh_path
 from tests.fuzz import baseline, client, inputs
 
 RESULTS_DIR: Final = Path(__file__).resolve().parents[2] / "bench" / "results"
@@ -219,12 +220,7 @@ def report(
 
 
 def output_path(directory: Path) -> Path:
-    stem = base = f"fuzz-{datetime.date.today().isoformat()}"
-    number = 1
-    while (directory / f"{stem}.md").exists():
-        number += 1
-        stem = f"{base}-{number}"
-    return directory / f"{stem}.md"
+    return fresh_path(directory, f"fuzz-{datetime.date.today().isoformat()}")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -32,12 +32,13 @@ from proxy.config import (
     ReadinessConfig,
     UserConfig,
 )
+from proxy.files import fingerprint
 from proxy.http import HttpServer, ProbeEndpoints, readiness
 from proxy.metrics import Metrics
 from proxy.protocol.constants import Capability, ServerStatus
 from proxy.protocol.framing import PacketFramer
 from proxy.protocol.resultset import decode_text_rows
-from proxy.reload import ConfigWatcher, fingerprint, plan_reload
+from proxy.reload import ConfigWatcher, plan_reload
 from proxy.routing.router import SessionView
 from proxy.topology.model import Endpoint, HealthState, PodHealth, Topology
 from tests.unit.topology.fakes import FakeChecker, cluster_dns, discovery

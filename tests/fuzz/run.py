@@ -130,10 +130,14 @@ def run_block(
         futures = [
             pool.submit(worker, n, address, args, tally, tickets, stop) for n in range(args.workers)
         ]
-        while not all(f.done() for f in futures):
-            time.sleep(1.0)
-            if time.monotonic() > until or not (proxy.child and proxy.child.alive()):
-                stop.set()
+        try:
+            while not all(f.done() for f in futures):
+                time.sleep(1.0)
+                if time.monotonic() > until or not (proxy.child and proxy.child.alive()):
+                    stop.set()
+        except KeyboardInterrupt:  # SIGTERM/SIGINT: let the workers end their input, then stop
+            stop.set()
+            raise
         for f in futures:
             f.result()
 
@@ -243,6 +247,7 @@ def _terminate(signum: int, frame: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, _terminate)
     args = parse_args(argv)
     lab.raise_fd_limit()
     turns = lab.ClusterTurns(args.lock_timeout)
@@ -283,4 +288,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt as stopped:
+        print(f"fuzz run stopped ({stopped}); no report written", file=sys.stderr)
+        sys.exit(130)

@@ -103,6 +103,10 @@ def build_login(part: Login, greeting: bytes) -> bytes:
     scramble = scramble_native(part.password.encode(), nonce)
     if not caps & Capability.CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA and len(scramble) > 255:
         scramble = scramble[:255]
+    if not caps & (
+        Capability.CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA | Capability.CLIENT_SECURE_CONNECTION
+    ):
+        scramble = scramble.replace(b"\0", b"")  # a NUL-terminated auth response cannot hold NUL
     response = HandshakeResponse41(
         caps, 1 << 24, 45, part.user, scramble, part.database, part.plugin, dict(part.attrs)
     )

@@ -622,7 +622,10 @@ class Session:
 
     def route(self, c: Classification) -> RouteDecision:
         """`route(c, self.view())`, remembered per classification and session state:
-        building the view and the decision's text cost more than the rest of routing."""
+        building the view and the decision's text cost more than the rest of routing.
+
+        The key must hold every fact `view()` gives (pins aside: pinned sessions are not
+        remembered); tests/unit/routing/test_router.py fails when SessionView grows."""
         if self.state.pins:
             return route(c, self.view())
         topology = self.ctx.topology()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from proxy.routing.classify import Classification, Hint, PinCause, StatementKind
@@ -76,3 +78,18 @@ def test_route(
 def test_a_write_never_goes_to_a_reader(hint: Hint | None, session: SessionView) -> None:
     for kind in (K.WRITE, K.BEGIN, K.COMMIT, K.ROLLBACK, K.SESSION):
         assert route(c(kind, hint=hint), session).target is not Target.READER
+
+
+def test_session_view_fields_are_the_ones_session_route_remembers() -> None:
+    """Session.route() memoises decisions on a key it builds by hand from the same facts
+    as Session.view(); a new SessionView field must be added to that key too."""
+    assert [f.name for f in dataclasses.fields(SessionView)] == [
+        "in_transaction",
+        "transaction_on_reader",
+        "autocommit",
+        "pins",
+        "readers_available",
+        "writer_available",
+        "writer_only",
+        "has_last_backend",
+    ]

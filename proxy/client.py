@@ -38,7 +38,9 @@ class ClientConnection(asyncio.Protocol):
         self.framer = PacketFramer(max_packet)
         self.transport: asyncio.Transport | None = None
         self.peer = "unknown"
-        self.closed = False
+        self.closed = False  # nothing more can be written to it
+        self.input_ended = False  # nothing more will be read from it
+        self._tls = False
         self.protocol_error: ProtocolError | None = None
         self.bytes_out = 0
         self.bytes_in = 0
@@ -82,12 +84,17 @@ class ClientConnection(asyncio.Protocol):
         self.wake()
 
     def eof_received(self) -> bool:
-        self.closed = True
+        """The client shut down its sending side. Like mysqld, answer every command it
+        sent before that (the session closes once they are done): keeping the transport
+        open is what lets those replies out. asyncio's TLS transport cannot stay open
+        (it warns when asked to), and a TLS client's close_notify means goodbye anyway."""
+        self.input_ended = True
         self.wake()
-        return False
+        return not self._tls
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.input_ended = True
         self.transport = None
         self.wake()
         if self.on_lost is not None:
@@ -120,7 +127,7 @@ class ClientConnection(asyncio.Protocol):
                 data = bytes(self._raw)
                 self._raw.clear()
                 return data
-            if self.closed:
+            if self.input_ended:
                 return None
             await self.wait()
 
@@ -139,6 +146,7 @@ class ClientConnection(asyncio.Protocol):
             secure.abort()
             return
         self.transport = secure
+        self._tls = True
 
     def start_command_phase(self, early: bytes = b"") -> None:
         """Switch from raw bytes to framed packets (after a successful login).
@@ -158,7 +166,7 @@ class ClientConnection(asyncio.Protocol):
         while True:
             if self.packets:
                 return self.packets.popleft()
-            if self.closed or self.protocol_error is not None:
+            if self.input_ended or self.protocol_error is not None:
                 return None
             await self.wait()
 
@@ -181,14 +189,14 @@ class ClientConnection(asyncio.Protocol):
         idle client never does, so a session waiting for its next packet would wait on."""
         if self.transport is not None:
             self.transport.close()
-        self.closed = True
+        self.closed = self.input_ended = True
         self.wake()
 
     def abort(self) -> None:
         """Drop the connection now (KILL, protocol violation). `closed` is set at once,
         not when the loop gets round to `connection_lost`, so a session that is about
         to send this client's statement to a pod sees it and does not."""
-        self.closed = True
+        self.closed = self.input_ended = True
         if self.transport is not None:
             self.transport.abort()
 

@@ -373,14 +373,14 @@ class Session:
                     self._fast_failure = None
                     recover = functools.partial(self._recover_fast, *failure)
                     await self._run_command(recover, failure[0].packet)
-                elif self._fast is not None and not client.closed:
+                elif self._fast is not None:
                     self._loop_turn = False  # woken while a fast statement runs: not ours
                     await client.wait()
                     continue
                 elif (packet := client.next_packet_nowait()) is not None:
                     if not await self._command(packet):
                         return
-                elif client.closed or client.protocol_error is not None:
+                elif client.input_ended or client.protocol_error is not None:
                     self._refuse_broken_framing()
                     return
                 else:
@@ -474,13 +474,13 @@ class Session:
         if self._fast is not None:
             return  # its end dispatches again
         client = self.client
-        if not client.packets and client.protocol_error is None:
+        if client.packets:
+            if not self._loop_turn and client.protocol_error is None:
+                if self._start_fast(client.packets[0]):
+                    client.packets.popleft()
+                    return
+        elif client.protocol_error is None and not client.input_ended:
             return
-        if not self._loop_turn and client.protocol_error is None:
-            packet = client.packets[0]
-            if self._start_fast(packet):
-                client.packets.popleft()
-                return
         self._loop_turn = True
         client.wake()
 

@@ -342,6 +342,10 @@ class RawClient:
 
     def query(self, sql: str) -> list[list[bytes | None]]:
         self.send(bytes((COM_QUERY,)) + sql.encode())
+        return self.result()
+
+    def result(self) -> list[list[bytes | None]]:
+        """The rows of the next text-protocol reply (none for an OK)."""
         first = self._first()
         if first[0] == 0x00:
             return []
@@ -836,4 +840,42 @@ def test_truncated_command_then_disconnect(
     eventually(
         lambda: session_count(strict_proxy) == before, CLEANUP_DEADLINE_SECONDS, "session ended"
     )
+    still_serving(strict_proxy, cluster)
+
+
+
+@pytest.mark.parametrize(
+    ("trailer", "last_error"),
+    [(b"", None), (b"\x01\x00\x00\x05\x0e", 1156), (b"\x0b\x00\x00\x006M", None)],
+    ids=["clean", "jumped-seq", "truncated"],
+)
+def test_pipelined_commands_then_half_close_get_every_reply(
+    strict_proxy: ProxyThread, cluster: ClusterHandle, trailer: bytes, last_error: int | None
+) -> None:
+    """A client that sends several commands at once and shuts down its sending side gets
+    a whole reply to each, in order, as from mysqld, before the proxy closes (found by the
+    fuzzer: a 70 kB reply was cut when the EOF came while it streamed). A complete packet
+    with a wrong sequence id after them gets its ERR; a truncated one is dropped."""
+    raw = RawClient(strict_proxy, cluster)
+    try:
+        big = bytes((COM_QUERY,)) + b"SELECT REPEAT('x', 70000)"
+        bad_execute = struct.pack("<BIBI", COM_STMT_EXECUTE, 0xDEAD, 0, 1)
+        small = bytes((COM_QUERY,)) + b"SELECT 'after'"
+        stream = b"".join(
+            len(p).to_bytes(3, "little") + b"\x00" + p for p in (big, bad_execute, small)
+        )
+        raw.sock.sendall(stream + trailer)
+        raw.sock.shutdown(socket.SHUT_WR)
+        raw.buf = read_until_closed(raw.sock, 5)
+        assert raw.result() == [[b"x" * 70000]]
+        with pytest.raises(ServerError) as refused:
+            raw.result()
+        assert refused.value.code == 1243  # ER_UNKNOWN_STMT_HANDLER
+        assert raw.result() == [[b"after"]]
+        if last_error is not None:
+            assert error_code(raw.buf) == last_error
+            raw.read()
+        assert raw.buf == b""
+    finally:
+        raw.close()
     still_serving(strict_proxy, cluster)

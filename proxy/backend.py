@@ -207,6 +207,7 @@ class BackendConnection(asyncio.Protocol):
         self._sink: Sink | None = None
         self._collected = bytearray()
         self._close_reason = ""
+        self._drained: asyncio.Future[None] | None = None  # set while writing is paused
 
     # -- asyncio.Protocol -------------------------------------------------------------
 
@@ -241,7 +242,7 @@ class BackendConnection(asyncio.Protocol):
         self.broken = True
         reason = self._close_reason or (f"connection lost: {exc}" if exc else "connection closed")
         error = BackendError(self.endpoint, reason)
-        for future in (self._ready, self._reply):
+        for future in (self._ready, self._reply, self._drained):
             if future is not None and not future.done():
                 future.set_exception(error)
         self._transport = None
@@ -257,6 +258,27 @@ class BackendConnection(asyncio.Protocol):
     def resume_reading(self) -> None:
         if self._transport is not None and not self.broken:
             self._transport.resume_reading()
+
+    @property
+    def unsent_bytes(self) -> int:
+        """Bytes written to this connection that the kernel has not taken yet."""
+        return self._transport.get_write_buffer_size() if self._transport is not None else 0
+
+    def pause_writing(self) -> None:
+        """The pod is not reading what we send (LOCAL INFILE data): `drained()` waits."""
+        if self._drained is None:
+            self._drained = self._loop.create_future()
+
+    def resume_writing(self) -> None:
+        drained, self._drained = self._drained, None
+        if drained is not None and not drained.done():
+            drained.set_result(None)
+
+    async def drained(self) -> None:
+        """Until the pod took what was sent (at once unless writing is paused), so a
+        client streaming LOAD DATA faster than the pod reads waits in its own buffers."""
+        if self._drained is not None:
+            await self._drained
 
     # -- handshake ----------------------------------------------------------------------
 
@@ -307,7 +329,7 @@ class BackendConnection(asyncio.Protocol):
         assert tls is not None and handshake is not None
         try:
             if raw is None or self.broken:
-                raise BackendError(self.endpoint, self._close_reason or "connection closed")
+                raise self._lost()
             secure = await self._loop.start_tls(
                 raw,
                 self,
@@ -325,7 +347,7 @@ class BackendConnection(asyncio.Protocol):
             raise
         if secure is None or self.broken:  # lost while switching
             self._ready.cancel()
-            raise BackendError(self.endpoint, self._close_reason or "connection closed")
+            raise self._lost()
         self._transport = secure
         self.tls = True
         handshake.tls_established()
@@ -400,6 +422,8 @@ class BackendConnection(asyncio.Protocol):
         assert self._tracker is not None
         self._tracker.infile_sent()
         self._reply = self._loop.create_future()
+        if self._transport is None:  # lost while the data went out
+            self._reply.set_exception(self._lost())
         return self._reply
 
     def take_collected(self) -> bytes:
@@ -484,6 +508,9 @@ class BackendConnection(asyncio.Protocol):
     def _fail(self, reason: str) -> None:
         logger.warning("backend %s: %s; closing", self.endpoint.pod, reason)
         self.abort(reason)
+
+    def _lost(self) -> BackendError:
+        return BackendError(self.endpoint, self._close_reason or "connection closed")
 
     def _write(self, data: bytes | memoryview) -> None:
         if data and self._transport is not None:

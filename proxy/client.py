@@ -13,6 +13,13 @@ read but not yet used (`take_raw`: the first TLS bytes) for the TLS layer, and a
 `data_received` gets decrypted bytes, possibly even before `start_tls()` returns; in
 the login phase they simply wait in the raw buffer for the next `read_raw()`.
 
+Memory per client is bounded: the raw login bytes by `LOGIN_BUFFER_LIMIT`, a packet by
+`max_allowed_packet` (the framer checks each length header before buffering), and the command
+packets received but not yet taken by the session by `QUEUE_LIMIT`. Past a limit the
+socket is not read until the session catches up, so a client that pipelines without
+reading replies, or streams LOAD DATA faster than the pod takes it, waits in its own
+send buffer rather than in ours.
+
 New command packets are announced through `on_packets` (by default: wake whoever waits
 in `next_packet()`). The session replaces it with its fast-path dispatcher, which runs
 ordinary statements straight from this callback and wakes its command loop only for
@@ -26,8 +33,13 @@ from collections import deque
 from collections.abc import Callable
 from typing import cast
 
+from proxy.protocol.constants import HEADER_SIZE, MAX_PACKET_PAYLOAD
 from proxy.protocol.errors import ProtocolError
 from proxy.protocol.framing import Packet, PacketFramer
+from proxy.protocol.handshake import MAX_LOGIN_PACKET_SIZE
+
+LOGIN_BUFFER_LIMIT = 2 * MAX_LOGIN_PACKET_SIZE
+QUEUE_LIMIT = 1 << 20
 
 
 class ClientConnection(asyncio.Protocol):
@@ -54,6 +66,8 @@ class ClientConnection(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._paused_by: Callable[[bool], None] | None = None
         self._writing_paused = False
+        self._reading_paused = False  # by us, for a full buffer (not by TLS or framing)
+        self._unread = 0  # command bytes received and not yet taken by the session
 
     # -- asyncio.Protocol -------------------------------------------------------------
 
@@ -69,19 +83,23 @@ class ClientConnection(asyncio.Protocol):
         if self._raw is not None:
             self.last_activity = self._loop.time()
             self._raw += data
-        else:
-            try:
-                packets = self.framer.feed(data)
-                if packets:  # a byte trickled now and then is not activity: a packet is
-                    self.last_activity = self._loop.time()
-                    self.packets.extend(packets)
-            except ProtocolError as exc:
-                self.protocol_error = exc
-                if self.transport is not None:
-                    self.transport.pause_reading()
-            self.on_packets()
+            if len(self._raw) > LOGIN_BUFFER_LIMIT:
+                self._pause_reading()
+            self.wake()
             return
-        self.wake()
+        self._unread += len(data)
+        try:
+            packets = self.framer.feed(data)
+            if packets:  # a byte trickled now and then is not activity: a packet is
+                self.last_activity = self._loop.time()
+                self.packets.extend(packets)
+        except ProtocolError as exc:
+            self.protocol_error = exc
+            if self.transport is not None:
+                self.transport.pause_reading()
+        self.on_packets()
+        if self._unread > QUEUE_LIMIT and self.packets:  # (a packet being cut cannot wait)
+            self._pause_reading()
 
     def eof_received(self) -> bool:
         """The client shut down its sending side. Like mysqld, answer every command it
@@ -126,6 +144,7 @@ class ClientConnection(asyncio.Protocol):
             if self._raw:
                 data = bytes(self._raw)
                 self._raw.clear()
+                self._resume_reading()
                 return data
             if self.input_ended:
                 return None
@@ -147,6 +166,7 @@ class ClientConnection(asyncio.Protocol):
             return
         self.transport = secure
         self._tls = True
+        self._reading_paused = False  # that was the plain transport
 
     def start_command_phase(self, early: bytes = b"") -> None:
         """Switch from raw bytes to framed packets (after a successful login).
@@ -155,20 +175,45 @@ class ClientConnection(asyncio.Protocol):
         """
         leftover = early + bytes(self._raw or b"")
         self._raw = None
+        self._resume_reading()
         if leftover:
             self.data_received(leftover)
 
+    @property
+    def unread_bytes(self) -> int:
+        """Command bytes received and not yet taken by the session (bounded, see above)."""
+        return self._unread
+
     def next_packet_nowait(self) -> Packet | None:
-        return self.packets.popleft() if self.packets else None
+        """Take the next command packet, if one is queued."""
+        if not self.packets:
+            return None
+        packet = self.packets.popleft()
+        size = len(packet.payload)
+        self._unread -= size + HEADER_SIZE * (size // MAX_PACKET_PAYLOAD + 1)
+        if self._reading_paused and (not self.packets or self._unread <= QUEUE_LIMIT // 2):
+            self._resume_reading()
+        return packet
 
     async def next_packet(self) -> Packet | None:
         """The next client packet, or None when the client left or broke framing."""
         while True:
             if self.packets:
-                return self.packets.popleft()
+                return self.next_packet_nowait()
             if self.input_ended or self.protocol_error is not None:
                 return None
             await self.wait()
+
+    def _pause_reading(self) -> None:
+        if not self._reading_paused and self.transport is not None:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self._reading_paused:
+            self._reading_paused = False
+            if self.transport is not None and self.protocol_error is None:
+                self.transport.resume_reading()
 
     def loop_time(self) -> float:
         return self._loop.time()

@@ -475,10 +475,10 @@ class Session:
             return  # its end dispatches again
         client = self.client
         if client.packets:
-            if not self._loop_turn and client.protocol_error is None:
-                if self._start_fast(client.packets[0]):
-                    client.packets.popleft()
-                    return
+            fast = not self._loop_turn and client.protocol_error is None
+            if fast and self._start_fast(client.packets[0]):
+                client.next_packet_nowait()
+                return
         elif client.protocol_error is None and not client.input_ended:
             return
         self._loop_turn = True
@@ -791,6 +791,7 @@ class Session:
             conn.send_more(frame(packet.payload, packet.seq))
             if not packet.payload:
                 return
+            await conn.drained()
 
     def _after(
         self, conn: BackendConnection, c: Classification | None, outcome: ResponseOutcome | None

@@ -141,6 +141,11 @@ _NOT_SUPPORTED_AUTH_MODE = (
     "consider upgrading MySQL client"
 )
 DEFAULT_MAX_PACKET_SIZE = 16 * 1024 * 1024
+MAX_LOGIN_PACKET_SIZE = 128 * 1024
+"""The largest login packet a server accepts (HandshakeResponse, auth data, COM_CHANGE_USER),
+whatever max_allowed_packet says: user, schema, plugin name and auth data take a few hundred
+bytes, and clients keep connection attributes under 64 KiB. Before a client proved who it
+is, it cannot make the proxy buffer more."""
 _PLUGIN_DATA_NUL = b"\x00"
 
 
@@ -309,7 +314,8 @@ class ServerHandshake(_PacketIO):
     """The proxy's side of an application's connection phase.
 
     `credentials_for(username)` returns the user's `StoredCredential` or None. The greeting
-    (HandshakeV10, sequence id 0) is queued at construction.
+    (HandshakeV10, sequence id 0) is queued at construction. A packet longer than
+    `max_packet_size` or `MAX_LOGIN_PACKET_SIZE` is refused.
     """
 
     def __init__(
@@ -329,7 +335,7 @@ class ServerHandshake(_PacketIO):
         max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
         auto_ok: bool = True,
     ) -> None:
-        super().__init__(max_packet_size)
+        super().__init__(min(max_packet_size, MAX_LOGIN_PACKET_SIZE))
         if default_auth_plugin not in SERVER_PLUGINS:
             raise LocalProtocolError(f"unsupported authentication plugin {default_auth_plugin!r}")
         self.capabilities = _with_ssl(capabilities, tls_available)

@@ -33,6 +33,7 @@ Every wait is a deadline loop on something observable; the only sleeps are short
 from __future__ import annotations
 
 import re
+import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ from typing import Any
 import pymysql
 import pytest
 
-from proxy.config import DiscoveryConfig, HealthConfig, HostPort, PoolConfig, RoutingConfig
+from proxy.config import Config, DiscoveryConfig, HealthConfig, HostPort, PoolConfig, RoutingConfig
 from proxy.devcluster import spec
 from proxy.topology.model import Endpoint, Topology
 from tests.integration.cluster_fixture import ClusterHandle
@@ -61,6 +62,7 @@ from tests.integration.test_proxy_faults import (
     rows,
     text,
 )
+from tests.support.backpressure import PROXY_HELD_BOUND, stream_until_stalled
 from tests.support.faultproxy import FaultProxy
 from tests.support.proxy_harness import ProxyThread, cluster_config
 
@@ -124,12 +126,13 @@ def net(cluster: ClusterHandle) -> Iterator[Net]:
             fault.stop()
 
 
-def net_config(cluster: ClusterHandle) -> object:
+def net_config(cluster: ClusterHandle, health: HealthConfig | None = None) -> Config:
     host, port = cluster.dns_server
     return cluster_config(
         shutdown_timeout_seconds=2.0,
         routing=RoutingConfig(writer_wait_timeout_seconds=WRITER_WAIT_SECONDS),
-        health=HealthConfig(
+        health=health
+        or HealthConfig(
             interval_seconds=HEALTH_INTERVAL_SECONDS,
             timeout_seconds=HEALTH_TIMEOUT_SECONDS,
             failures_before_down=FAILURES_BEFORE_DOWN,
@@ -446,3 +449,57 @@ def test_replica_read_whose_state_replay_is_cut_is_answered_elsewhere(
     seen = read_under_cut(net, cluster, before="/* rwproxy:primary */ SET @tag = 'tagged'")
     assert len(seen) == 2 and text(seen[0]) == "tagged", f"the read gave {seen}"
     assert seen[1] != server_id(cluster, "mysql-1"), f"answered by mysql-1: {seen}"
+
+
+# -- back-pressure: LOAD DATA into a pod that stops reading ----------------------------------
+
+INFILE_CHUNK_ROWS = 4000  # ~60 KB of "id,tag\n" per packet
+
+
+def infile_packets(seq: int = 2) -> Iterator[tuple[bytes, int]]:
+    """LOCAL INFILE data packets (sequence ids from 2, wrapping) and the rows in each."""
+    first = 0
+    while True:
+        data = "".join(f"{i},x\n" for i in range(first, first + INFILE_CHUNK_ROWS)).encode()
+        yield len(data).to_bytes(3, "little") + bytes((seq,)) + data, INFILE_CHUNK_ROWS
+        first += INFILE_CHUNK_ROWS
+        seq = (seq + 1) & 0xFF
+
+
+def test_load_data_into_a_stalled_writer_waits_in_the_clients_buffers(
+    net: Net, cluster: ClusterHandle, table: str
+) -> None:
+    """A client streams LOAD DATA LOCAL INFILE while mysql-0 stops reading (black-holed): the
+    proxy stops reading the client instead of buffering the file (its pod and client buffers
+    stay bounded, the client's socket stalls), and once the pod reads again, every row
+    arrives. A proxy of its own, without health checks, so that no ban ends the load."""
+    wait_all_serving(net, cluster)
+    proxy = ProxyThread(net_config(cluster, HealthConfig(interval_seconds=3600.0))).start()
+    fp = net.faults["mysql-0"]
+    conn = connect(proxy, cluster, local_infile=True, read_timeout=30, write_timeout=30)
+    try:
+        sock: socket.socket = conn._sock
+        query = f"LOAD DATA LOCAL INFILE 'stream' INTO TABLE {table} FIELDS TERMINATED BY ','"
+        payload = b"\x03" + query.encode()
+        sock.sendall(len(payload).to_bytes(3, "little") + b"\x00" + payload)
+        header = sock.recv(4, socket.MSG_WAITALL)
+        request = sock.recv(int.from_bytes(header[:3], "little"), socket.MSG_WAITALL)
+        assert request[:1] == b"\xfb", f"no LOCAL INFILE request: {request!r}"
+        fp.blackhole()
+        try:
+            stream = stream_until_stalled(sock, infile_packets(), proxy)
+        finally:
+            fp.restore()
+        assert stream.stalled, "the proxy read the whole stream: nothing stopped it"
+        assert 0 < stream.most_held <= PROXY_HELD_BOUND, f"the proxy held {stream.most_held} B"
+        sock.sendall(stream.rest)
+        final_seq = (2 + stream.packets) & 0xFF
+        sock.sendall(b"\x00\x00\x00" + bytes((final_seq,)))  # the empty packet: end of file
+        header = sock.recv(4, socket.MSG_WAITALL)
+        reply = sock.recv(int.from_bytes(header[:3], "little"), socket.MSG_WAITALL)
+        assert reply[:1] == b"\x00", f"LOAD DATA failed: {reply!r}"
+    finally:
+        conn._sock.close()
+        proxy.stop()
+    ((count,),) = cluster.query(cluster.primary, f"SELECT COUNT(*) FROM {cluster.database}.{table}")
+    assert count == stream.items

@@ -25,6 +25,7 @@ then `RawClient` speaks the protocol on its socket.
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import struct
@@ -38,6 +39,7 @@ import pytest
 
 from proxy.config import HealthConfig, RoutingConfig
 from tests.integration.cluster_fixture import ClusterHandle
+from tests.support.backpressure import PROXY_HELD_BOUND, stream_until_stalled
 from tests.support.proxy_harness import ProxyThread
 
 pytestmark = pytest.mark.integration
@@ -843,7 +845,6 @@ def test_truncated_command_then_disconnect(
     still_serving(strict_proxy, cluster)
 
 
-
 @pytest.mark.parametrize(
     ("trailer", "last_error"),
     [(b"", None), (b"\x01\x00\x00\x05\x0e", 1156), (b"\x0b\x00\x00\x006M", None)],
@@ -876,6 +877,34 @@ def test_pipelined_commands_then_half_close_get_every_reply(
             assert error_code(raw.buf) == last_error
             raw.read()
         assert raw.buf == b""
+    finally:
+        raw.close()
+    still_serving(strict_proxy, cluster)
+
+
+def test_client_pipelining_without_reading_replies_waits_in_its_own_buffers(
+    strict_proxy: ProxyThread, cluster: ClusterHandle
+) -> None:
+    """A client sends statement after statement and reads no reply: once its replies back up,
+    the proxy stops reading it rather than queueing its statements without end; when it reads
+    again, every statement is answered, in order."""
+    raw = RawClient(strict_proxy, cluster)
+    padding = b"p" * 16000
+
+    def statements() -> Iterator[tuple[bytes, int]]:
+        for n in itertools.count():
+            payload = b"%cSELECT %d, REPEAT('r', 16000) /* %s */" % (COM_QUERY, n, padding)
+            yield len(payload).to_bytes(3, "little") + b"\x00" + payload, 1
+
+    try:
+        stream = stream_until_stalled(raw.sock, statements(), strict_proxy)
+        assert stream.stalled, "the proxy read the whole stream: nothing stopped it"
+        assert 0 < stream.most_held <= PROXY_HELD_BOUND, f"the proxy held {stream.most_held} B"
+        rest = threading.Thread(target=raw.sock.sendall, args=(stream.rest,))
+        rest.start()
+        answered = [raw.result()[0][0] for _ in range(stream.packets)]
+        rest.join()
+        assert answered == [str(n).encode() for n in range(stream.packets)]
     finally:
         raw.close()
     still_serving(strict_proxy, cluster)

@@ -41,6 +41,7 @@ from proxy.protocol.framing import Packet, PacketFramer, frame
 from proxy.protocol.handshake import (
     DEFAULT_CLIENT_CAPABILITIES,
     DEFAULT_SERVER_CAPABILITIES,
+    MAX_LOGIN_PACKET_SIZE,
     Authenticated,
     ClientHandshake,
     ClientState,
@@ -412,22 +413,30 @@ def test_client_plugin_must_answer_the_challenge(monkeypatch: pytest.MonkeyPatch
         client.receive_data(make_server().data_to_send())
 
 
-def test_packets_larger_than_16_mib_are_reassembled() -> None:
-    big = "x" * (17 * 1024 * 1024)
+def test_login_packets_are_capped_whatever_max_allowed_packet_says() -> None:
+    """Before a client proved who it is, it cannot make the proxy buffer more than
+    MAX_LOGIN_PACKET_SIZE, even with a 64 MiB max_allowed_packet."""
     server = make_server(max_packet_size=64 * 1024 * 1024)
-    client = make_client(connect_attrs={"big": big})
-    t = run_pair(server, client)
+    server.data_to_send()
+    announced = (MAX_LOGIN_PACKET_SIZE + 1).to_bytes(3, "little") + b"\x01"
+    (event,) = server.receive_data(announced)  # refused on the header, nothing buffered
+    assert isinstance(event, Rejected) and event.error.code == ErrorCode.ER_HANDSHAKE_ERROR
+
+
+def test_connection_attributes_up_to_64_kib_log_in() -> None:
+    attrs = {"big": "x" * 65000}
+    server = make_server(max_packet_size=64 * 1024 * 1024)
+    t = run_pair(server, make_client(connect_attrs=attrs))
     assert isinstance(t.server_result, Authenticated)
-    assert t.server_result.connect_attrs == {"big": big}
-    assert [p.seq for p in t.to_server] == [1]  # one logical packet, sent as two
-    assert t.to_client[-1].seq == 3
+    assert t.server_result.connect_attrs == attrs
 
 
 def test_packets_larger_than_the_limit_are_refused() -> None:
     server = make_server()
-    client = make_client(connect_attrs={"big": "x" * (17 * 1024 * 1024)})
+    client = make_client(connect_attrs={"big": "x" * 200_000})
     t = run_pair(server, client)
     assert isinstance(t.server_result, Rejected)
+    assert isinstance(t.client_result, Failed)  # the ERR carries the id the client expects
 
 
 # -- trailing data ------------------------------------------------------------------------

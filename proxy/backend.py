@@ -188,6 +188,7 @@ class BackendConnection(asyncio.Protocol):
         self.created_at = clock()
         self.last_used_at = self.created_at
         self.broken = False
+        self.unverified = False  # idle when another connection to the pod failed: ping first
         self.thread_id = 0
         self.server_version = ""
         self.capabilities = Cap(0)

@@ -15,6 +15,12 @@ COM_RESET_CONNECTION first, in a background task shielded from the releasing
 session's cancellation, and closed if the reset fails, times out, or leaves a
 transaction open. Broken connections (cut mid-reply) are closed at once.
 
+`suspect()` is called when a connection to the pod failed: a cut or partitioned network
+does not close the idle connections, and a statement sent on one would be the client's
+second error from one fault (a write cannot be retried: the pod may have run it). Each
+connection idle at that moment is pinged (COM_PING, within `connect_timeout`) before its
+next use and closed if it does not answer; one round trip, paid only after a failure.
+
 `retire()` is called when the pod's address changed, the pod left, or it stopped
 being the writer: idle connections close now, busy ones close when they come back.
 `maintain()` runs every few seconds: it closes idle connections past their time and
@@ -108,6 +114,8 @@ class Pool:
             conn = self._pop_idle()
             if conn is not None:
                 self._in_use += 1
+                if conn.unverified and not await self._answers_ping(conn):
+                    continue
                 return conn
             if self.size < self.limits.max_size:
                 return await self._open()
@@ -210,6 +218,26 @@ class Pool:
         conn.server.confirmed_gtid = None
         self._keep(conn)
 
+    def suspect(self) -> None:
+        """A connection to this pod failed: ping each idle one before its next use."""
+        for conn in self._idle:
+            conn.unverified = True
+
+    async def _answers_ping(self, conn: BackendConnection) -> bool:
+        """Ping a suspect connection taken from the pool; closed and counted out if dead."""
+        try:
+            async with asyncio.timeout(self.limits.connect_timeout):
+                tracker = await conn.request(frame(cmd.build_ping(), 0), Command.COM_PING)
+            conn.take_collected()
+            alive = tracker.outcome is not None and not tracker.outcome.error_code
+        except (TimeoutError, BackendError, ProtocolError):
+            alive = False
+        if not alive:
+            self.discard(conn, "did not answer a ping after a failure on its pod")
+            return False
+        conn.unverified = False
+        return True
+
     def discard(self, conn: BackendConnection, reason: str) -> None:
         """A busy connection is broken or must not come back: close and forget it."""
         self._in_use -= 1
@@ -281,6 +309,11 @@ class PoolSet:
             pool = self._pools[(endpoint, key)] = Pool(endpoint, key, self._opener, self.limits)
             pool.on_exhausted = self.on_exhausted
         return pool
+
+    def suspect_endpoint(self, endpoint: Endpoint) -> None:
+        for (ep, _), pool in self._pools.items():
+            if ep == endpoint:
+                pool.suspect()
 
     def retire_endpoint(self, endpoint: Endpoint) -> None:
         for (ep, key), pool in list(self._pools.items()):

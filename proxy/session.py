@@ -1100,6 +1100,7 @@ class Session:
         if self._last is conn:
             self._last = None
         if not self.client.closed:  # a client hanging up says nothing about the pod
+            self.ctx.pools.suspect_endpoint(conn.endpoint)
             self.ctx.report_failure(conn.endpoint)
 
     def _release(self, held: Held) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from proxy.backend import BackendError, PoolKey, ServerSession
 from proxy.pool import Pool, PoolLimits
+from proxy.protocol.constants import Command
 from proxy.protocol.errors import MySQLError
 from proxy.topology.model import Endpoint
 
@@ -27,12 +28,15 @@ class FakeTracker:
 
 
 class FakeConn:
-    """Just what the pool looks at; `reset_error` makes COM_RESET_CONNECTION fail."""
+    """Just what the pool looks at; `reset_error` makes its requests (COM_RESET_CONNECTION,
+    COM_PING) fail."""
 
     def __init__(self, number: int, clock: list[float]) -> None:
         self.number = number
         self.server = ServerSession()
         self.broken = False
+        self.unverified = False
+        self.commands: list[int] = []
         self.busy = False
         self.in_transaction = False
         self.closed_because = ""
@@ -54,6 +58,7 @@ class FakeConn:
 
     def request(self, data: bytes, command: int) -> asyncio.Future[FakeTracker]:
         self.resets += 1
+        self.commands.append(command)
         future: asyncio.Future[FakeTracker] = asyncio.get_running_loop().create_future()
         future.set_result(FakeTracker(self.reset_error))
         return future
@@ -118,6 +123,28 @@ async def test_failed_reset_closes_the_connection() -> None:
     assert conn.broken and conn.closed_because == "reset failed"
     assert await h.pool.acquire() is not conn
     assert h.pool.stats().in_use == 1
+
+
+async def test_after_a_failure_idle_connections_are_pinged_once_and_dead_ones_dropped() -> None:
+    h = Harness()
+    first, second = await h.pool.acquire(), await h.pool.acquire()
+    h.pool.release(first)
+    h.pool.release(second)  # LIFO: `second` is handed out next
+    second.reset_error = 2013
+    h.pool.suspect()
+    assert await h.pool.acquire() is first
+    assert second.closed_because.startswith("did not answer a ping")
+    assert first.commands == [Command.COM_PING] and h.pool.stats().in_use == 1
+    h.pool.release(first)
+    assert await h.pool.acquire() is first and first.commands == [Command.COM_PING]
+
+
+async def test_connections_busy_at_the_failure_are_not_pinged() -> None:
+    h = Harness()
+    busy = await h.pool.acquire()
+    h.pool.suspect()
+    h.pool.release(busy)
+    assert await h.pool.acquire() is busy and busy.commands == []
 
 
 async def test_expired_connections_are_not_handed_out() -> None:

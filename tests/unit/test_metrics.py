@@ -98,7 +98,7 @@ def test_command_label_is_bounded() -> None:
         metrics.statement(Target.WRITER, "mysql-0", QUERY, f"garbage{i}")
     metrics.statement(Target.WRITER, "mysql-0", 0x99, "")
     assert sample(metrics, "rwproxy_commands_total", command="other") == 101
-    assert len(metrics._statement_children) == 2  # the cache does not grow either
+    assert len(metrics._statements.counts) == 2  # the counts do not grow either
     assert "select" in COMMAND_KEYWORDS
 
 
@@ -109,6 +109,10 @@ def test_statement_duration_and_server_errors() -> None:
     name = "rwproxy_statement_duration_seconds"
     assert sample(metrics, f"{name}_count", route="writer") == 2
     assert sample(metrics, f"{name}_bucket", route="writer", le="0.005") == 1
+    assert sample(metrics, f"{name}_bucket", route="writer", le="0.0025") == 0
+    assert sample(metrics, f"{name}_bucket", route="writer", le="0.25") == 2
+    assert sample(metrics, f"{name}_bucket", route="writer", le="+Inf") == 2
+    assert sample(metrics, f"{name}_sum", route="writer") == pytest.approx(0.203)
     assert sample(metrics, "rwproxy_errors_total", kind="server") == 1
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from proxy.backend import BackendConnection, BackendPrepared
 from proxy.protocol import commands as cmd
@@ -49,6 +49,16 @@ class ClientStatement:
     bound_to: BackendConnection | None = None
 
 
+_HANDLERS: Final[dict[int, str]] = {
+    Command.COM_STMT_PREPARE: "_on_prepare",
+    Command.COM_STMT_EXECUTE: "_on_execute",
+    Command.COM_STMT_SEND_LONG_DATA: "_on_long_data",
+    Command.COM_STMT_CLOSE: "_on_close",
+    Command.COM_STMT_RESET: "_on_reset",
+    Command.COM_STMT_FETCH: "_on_fetch",
+}
+
+
 class PreparedStatements:
     """The COM_STMT_* handlers of one session."""
 
@@ -56,17 +66,10 @@ class PreparedStatements:
         self.session = session
         self._statements: dict[int, ClientStatement] = {}
         self._next_id = 1
-        self._handlers: dict[int, Callable[[Packet], Awaitable[None]]] = {
-            Command.COM_STMT_PREPARE: self._on_prepare,
-            Command.COM_STMT_EXECUTE: self._on_execute,
-            Command.COM_STMT_SEND_LONG_DATA: self._on_long_data,
-            Command.COM_STMT_CLOSE: self._on_close,
-            Command.COM_STMT_RESET: self._on_reset,
-            Command.COM_STMT_FETCH: self._on_fetch,
-        }
 
     def handler_for(self, code: int) -> Callable[[Packet], Awaitable[None]] | None:
-        return self._handlers.get(code)
+        name = _HANDLERS.get(code)
+        return getattr(self, name) if name else None
 
     def reset(self) -> None:
         self._statements.clear()

@@ -48,7 +48,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from proxy import tls
 from proxy.auth_guard import blocked_error, blocked_greeting
@@ -155,17 +155,6 @@ class Session:
         self._finished = False
         client.on_lost = self._client_lost
         self.current_sql = b""
-        self._handlers: dict[int, Callable[[Packet], Awaitable[None]]] = {
-            Command.COM_QUERY: self._on_query,
-            Command.COM_PING: self._on_ping,
-            Command.COM_INIT_DB: self._on_init_db,
-            Command.COM_RESET_CONNECTION: self._on_reset_connection,
-            Command.COM_FIELD_LIST: self._on_read_command,
-            Command.COM_STATISTICS: self._on_writer_command,
-            Command.COM_SET_OPTION: self._on_set_option,
-            Command.COM_PROCESS_KILL: self._on_process_kill,
-            Command.COM_CHANGE_USER: self._on_change_user,
-        }
         self.statements = PreparedStatements(self)
 
     # -- life -------------------------------------------------------------------------
@@ -405,7 +394,8 @@ class Session:
         code = packet.payload[0]
         if code == Command.COM_QUIT:
             return False
-        handler = self._handlers.get(code) or self.statements.handler_for(code)
+        name = _HANDLERS.get(code)
+        handler = getattr(self, name) if name else self.statements.handler_for(code)
         if handler is None:
             self._send_error(ErrorCode.ER_UNKNOWN_COM_ERROR, _unknown_command_text(code))
             return True
@@ -1217,6 +1207,21 @@ _WRITER_RETRY_FIRST_PAUSE = 0.02
 _WRITER_RETRY_MAX_PAUSE = 0.5
 # Errors a pod answers a login with while it goes away or is overwhelmed: transient.
 _TRANSIENT_LOGIN_ERRORS = frozenset({ErrorCode.ER_CON_COUNT_ERROR, ErrorCode.ER_SERVER_SHUTDOWN})
+
+
+# The command loop's handlers by command byte: names, not bound methods, so that a session
+# (one per connection) does not build a dict of them.
+_HANDLERS: Final[dict[int, str]] = {
+    Command.COM_QUERY: "_on_query",
+    Command.COM_PING: "_on_ping",
+    Command.COM_INIT_DB: "_on_init_db",
+    Command.COM_RESET_CONNECTION: "_on_reset_connection",
+    Command.COM_FIELD_LIST: "_on_read_command",
+    Command.COM_STATISTICS: "_on_writer_command",
+    Command.COM_SET_OPTION: "_on_set_option",
+    Command.COM_PROCESS_KILL: "_on_process_kill",
+    Command.COM_CHANGE_USER: "_on_change_user",
+}
 
 
 def _worth_retrying(exc: BackendError) -> bool:

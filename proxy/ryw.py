@@ -7,7 +7,9 @@ step                       MariaDB                         MySQL 8/9
 =========================  ==============================  ===================================
 position of the write      ``SELECT @@last_gtid`` on the   ``SELECT @@global.gtid_executed`` on
                            session's writer connection     the writer (a superset of the
-                           (that session's own last GTID)  session's own writes)
+                           (that session's own last GTID); session's own writes)
+                           ``@@global.gtid_binlog_pos``
+                           once that connection is gone
 wait on the replica        ``MASTER_GTID_WAIT(gtid, t)``   ``WAIT_FOR_EXECUTED_GTID_SET(s, t)``
                            0 = applied, -1 = timeout       0 = applied, 1 = timeout
 =========================  ==============================  ===================================
@@ -42,8 +44,14 @@ class ReadYourWrites:
         self.wait_timeout = wait_timeout
         self.query_timeout = query_timeout
 
-    async def last_write_position(self, writer: BackendConnection) -> str:
-        sql = b"SELECT @@last_gtid" if is_mariadb(writer) else b"SELECT @@global.gtid_executed"
+    async def last_write_position(self, writer: BackendConnection, own: bool = True) -> str:
+        """A GTID position that includes the session's last write on the writer: MariaDB's
+        @@last_gtid when `writer` is the connection that wrote (`own`), else the writer's
+        whole @@gtid_binlog_pos (later, never earlier); MySQL's gtid_executed is global."""
+        if not is_mariadb(writer):
+            sql = b"SELECT @@global.gtid_executed"
+        else:
+            sql = b"SELECT @@last_gtid" if own else b"SELECT @@global.gtid_binlog_pos"
         try:
             rows = await writer.query(sql, self.query_timeout)
         except (MySQLError, BackendError, TimeoutError) as exc:

@@ -142,6 +142,7 @@ class Session:
         self._txn: BackendConnection | None = None
         self._last: BackendConnection | None = None
         self._unconfirmed_write = False
+        self._wrote_on: BackendConnection | None = None  # where that write ran
         self._active: BackendConnection | None = None
         self._in_command = False
         self._handshake: ServerHandshake | None = None
@@ -812,6 +813,7 @@ class Session:
             conn.server.needs_reset = conn.server.needs_reset or _touches_session(c)
         if self._writer is not None and conn is self._writer.conn and kind not in _READS:
             self._unconfirmed_write = True
+            self._wrote_on = conn
         if kind is StatementKind.SESSION:
             self._record_session_change(conn, c)
 
@@ -1040,7 +1042,10 @@ class Session:
         writer = self._writer.conn if self._writer is not None else None
         if writer is None or writer.broken:
             return False
-        gtid = await self.ctx.ryw.last_write_position(writer)
+        # The write's own session knows its GTID; once that connection is gone (released
+        # by COM_RESET_CONNECTION, reclaimed by the pool), only the writer's whole
+        # position is sure to include it.
+        gtid = await self.ctx.ryw.last_write_position(writer, own=writer is self._wrote_on)
         if not gtid:
             self._unconfirmed_write = False
             return True
@@ -1057,6 +1062,8 @@ class Session:
 
     def _unhold(self, conn: BackendConnection) -> Held | None:
         """Stop holding `conn` in whichever role it had; its holder, if it had one."""
+        if self._wrote_on is conn:
+            self._wrote_on = None
         for held in (self._writer, self._reader):
             if held is not None and held.conn is conn:
                 if held is self._writer:
@@ -1105,6 +1112,8 @@ class Session:
             self._txn = None
         if self._last is conn:
             self._last = None
+        if self._wrote_on is conn:  # back in the pool, its session's GTID is not ours
+            self._wrote_on = None
 
     def _release_all(self) -> None:
         if self._txn is not None:
@@ -1115,7 +1124,8 @@ class Session:
         self._writer = self._reader = None
         self._txn = None
         self._last = None
-        self._unconfirmed_write = False
+        # _unconfirmed_write stays: after COM_RESET_CONNECTION the client's next read must
+        # still see what it wrote before.
 
     def can_give_back(self, pool: Pool) -> bool:
         """Idle between statements, with a connection from `pool` that nothing ties to it

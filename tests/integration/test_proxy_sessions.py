@@ -62,6 +62,7 @@ COM_STMT_EXECUTE = 0x17
 COM_STMT_SEND_LONG_DATA = 0x18
 COM_STMT_CLOSE = 0x19
 COM_STMT_FETCH = 0x1C
+COM_RESET_CONNECTION = 0x1F
 TYPE_VAR_STRING = 0xFD
 TYPE_BLOB = 0xFC
 LONG_DATA = None  # a parameter whose value went with COM_STMT_SEND_LONG_DATA
@@ -160,6 +161,25 @@ def prepared_write_then_read(
     return seen
 
 
+def reset_between_write_and_reads(
+    raw: RawClient, table: str, first: int, rounds: int
+) -> list[tuple[int, Any, int]]:
+    """Insert row n, COM_RESET_CONNECTION (the writer connection goes back to the pool),
+    then read it twice: the second read runs after the session took a fresh writer
+    connection, whose own last GTID knows nothing of the write."""
+    seen = []
+    for n in range(first, first + rounds):
+        raw.query(f"INSERT INTO {table} (id, v) VALUES ({n}, 'v{n}')")
+        raw.send(bytes((COM_RESET_CONNECTION,)))
+        assert raw.read()[:1] == b"\x00"
+        for _ in range(2):
+            ((value, server_id),) = raw.query(
+                f"SELECT (SELECT v FROM {table} WHERE id = {n}), @@server_id"
+            )
+            seen.append((n, value and value.decode(), int(server_id or 0)))
+    return seen
+
+
 def test_read_your_writes_while_every_replica_lags(
     start_proxy: StartProxy,
     disrupted_cluster: ClusterHandle,
@@ -184,6 +204,7 @@ def test_read_your_writes_while_every_replica_lags(
     raw = RawClient(ryw, cluster)
     try:
         seen += prepared_write_then_read(raw, table, 500, 10)
+        seen += reset_between_write_and_reads(raw, table, 600, 5)
     finally:
         raw.close()
     wrong = [(n, value) for n, value, _ in seen if value != f"v{n}"]

@@ -40,6 +40,8 @@ from proxy.protocol.handshake import MAX_LOGIN_PACKET_SIZE
 
 LOGIN_BUFFER_LIMIT = 2 * MAX_LOGIN_PACKET_SIZE
 QUEUE_LIMIT = 1 << 20
+LINGER_SECONDS = 2.0
+CLOSE_TIMEOUT_SECONDS = 10.0
 
 
 class ClientConnection(asyncio.Protocol):
@@ -67,6 +69,8 @@ class ClientConnection(asyncio.Protocol):
         self._paused_by: Callable[[bool], None] | None = None
         self._writing_paused = False
         self._reading_paused = False  # by us, for a full buffer (not by TLS or framing)
+        self._lingering: asyncio.TimerHandle | None = None  # closing: input is discarded
+        self._close_deadline: asyncio.TimerHandle | None = None
         self._unread = 0  # command bytes received and not yet taken by the session
 
     # -- asyncio.Protocol -------------------------------------------------------------
@@ -80,6 +84,8 @@ class ClientConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.bytes_in += len(data)
+        if self._lingering is not None:
+            return
         if self._raw is not None:
             self.last_activity = self._loop.time()
             self._raw += data
@@ -93,6 +99,8 @@ class ClientConnection(asyncio.Protocol):
             if packets:  # a byte trickled now and then is not activity: a packet is
                 self.last_activity = self._loop.time()
                 self.packets.extend(packets)
+            if self.framer.error is not None:  # after the packets it returned
+                raise self.framer.error
         except ProtocolError as exc:
             self.protocol_error = exc
             if self.transport is not None:
@@ -108,12 +116,15 @@ class ClientConnection(asyncio.Protocol):
         (it warns when asked to), and a TLS client's close_notify means goodbye anyway."""
         self.input_ended = True
         self.wake()
-        return not self._tls
+        return not self._tls and self._lingering is None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.input_ended = True
         self.transport = None
+        for timer in (self._lingering, self._close_deadline):
+            if timer is not None:
+                timer.cancel()
         self.wake()
         if self.on_lost is not None:
             self.on_lost()
@@ -231,11 +242,38 @@ class ClientConnection(asyncio.Protocol):
     def close(self) -> None:
         """Close after what was written is sent. `closed` is set at once, as in `abort`: a TLS
         transport reports the loss only once the client answered its close_notify, and an
-        idle client never does, so a session waiting for its next packet would wait on."""
-        if self.transport is not None:
-            self.transport.close()
+        idle client never does, so a session waiting for its next packet would wait on.
+
+        Closing a socket that holds unread input makes the kernel send RST, which can
+        destroy the last replies on their way (seen by the fuzzer: a result cut after a
+        too-large packet). So when the client sent more than was read, the close lingers:
+        FIN after the replies, then input is read and dropped until the client closes too,
+        for at most LINGER_SECONDS (as nginx's lingering_close).
+
+        A client that reads nothing more (or a TLS client that never answers close_notify)
+        would keep the socket open for ever, so it is dropped after CLOSE_TIMEOUT_SECONDS."""
+        transport = self.transport
         self.closed = self.input_ended = True
         self.wake()
+        if transport is None or self._close_deadline is not None:
+            return
+        self._close_deadline = self._loop.call_later(CLOSE_TIMEOUT_SECONDS, transport.abort)
+        if self._tls or not self._unread_input() or not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        self._lingering = self._loop.call_later(LINGER_SECONDS, transport.close)
+        transport.resume_reading()
+
+    def _unread_input(self) -> bool:
+        """Did the client send bytes the session never took (or may the kernel hold some)?"""
+        return bool(
+            self.protocol_error is not None
+            or self._reading_paused
+            or self._raw
+            or self.packets
+            or self.framer.buffered
+        )
 
     def abort(self) -> None:
         """Drop the connection now (KILL, protocol violation). `closed` is set at once,

@@ -58,10 +58,16 @@ class PacketFramer:
     Sequence ids are checked only for continuity inside one logical packet; whether a
     packet's first sequence id is the one expected is the caller's business (it depends
     on where the conversation is).
+
+    A violation (a length over `max_packet_size`, a gap inside a split packet) raises
+    RemoteProtocolError, unless whole packets came before it in the same chunk: those
+    are returned, and the error waits in `error` (raised by the next `feed`), so a
+    client's valid commands ahead of its garbage still run, as on a server.
     """
 
     def __init__(self, max_packet_size: int = 1 << 30) -> None:
         self.max_packet_size = max_packet_size
+        self.error: RemoteProtocolError | None = None
         self._buf = bytearray()
         self._parts: list[bytes] = []
         self._parts_size = 0
@@ -74,21 +80,28 @@ class PacketFramer:
         return len(self._buf) + self._parts_size
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Packet]:
+        if self.error is not None:
+            raise self.error
         self._buf += data
         packets: list[Packet] = []
         pos = 0
         buf = self._buf
-        while len(buf) - pos >= HEADER_SIZE:
-            size = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
-            seq = buf[pos + 3]
-            self._check_size(size)
-            end = pos + HEADER_SIZE + size
-            if end > len(buf):
-                break
-            packet = self._take(seq, bytes(buf[pos + HEADER_SIZE : end]), size)
-            if packet is not None:
-                packets.append(packet)
-            pos = end
+        try:
+            while len(buf) - pos >= HEADER_SIZE:
+                size = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
+                seq = buf[pos + 3]
+                self._check_size(size)
+                end = pos + HEADER_SIZE + size
+                if end > len(buf):
+                    break
+                packet = self._take(seq, bytes(buf[pos + HEADER_SIZE : end]), size)
+                if packet is not None:
+                    packets.append(packet)
+                pos = end
+        except RemoteProtocolError as exc:
+            if not packets:
+                raise
+            self.error = exc
         if pos:
             del buf[:pos]
         return packets

@@ -929,3 +929,25 @@ def test_client_pipelining_without_reading_replies_waits_in_its_own_buffers(
     finally:
         raw.close()
     still_serving(strict_proxy, cluster)
+
+
+def test_reply_before_a_too_large_packet_arrives_whole_before_the_close(
+    strict_proxy: ProxyThread, cluster: ClusterHandle
+) -> None:
+    """A 70 kB result, then a header announcing 16 MiB (over max_allowed_packet) and bytes
+    the proxy never reads: the client gets the whole result and ERR 1153, then the close.
+    (Found by the fuzzer: closing a socket with unread input sends RST, which cut the
+    result; the proxy now lingers, reading and dropping input, before it closes.)"""
+    raw = RawClient(strict_proxy, cluster)
+    try:
+        big = bytes((COM_QUERY,)) + b"SELECT REPEAT('x', 70000)"
+        junk = b"\xff\xff\xff\x00" + os.urandom(200_000)
+        raw.sock.sendall(len(big).to_bytes(3, "little") + b"\x00" + big + junk)
+        raw.buf = read_until_closed(raw.sock, 5)
+        assert raw.result() == [[b"x" * 70000]]
+        assert error_code(raw.buf) == 1153  # ER_NET_PACKET_TOO_LARGE
+        raw.read()
+        assert raw.buf == b""
+    finally:
+        raw.close()
+    still_serving(strict_proxy, cluster)

@@ -97,6 +97,15 @@ def test_declared_length_above_max_raises_before_buffering() -> None:
         framer.feed(b"\xe9\x03\x00\x00")  # 1001 bytes announced, none sent
 
 
+def test_packets_ahead_of_a_violation_are_returned_and_the_error_kept() -> None:
+    framer = PacketFramer(max_packet_size=1000)
+    packets = framer.feed(b"\x02\x00\x00\x00\x03x" + b"\xe9\x03\x00\x00junk")
+    assert packets == [Packet(0, b"\x03x", 1)]
+    assert framer.error is not None and "max_allowed_packet" in str(framer.error)
+    with pytest.raises(RemoteProtocolError, match="max_allowed_packet"):
+        framer.feed(b"more")
+
+
 def test_max_size_counts_continued_parts() -> None:
     framer = PacketFramer(max_packet_size=MAX + 10)
     first = b"\xff\xff\xff\x00" + b"a" * MAX

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import re
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -503,3 +504,50 @@ def test_load_data_into_a_stalled_writer_waits_in_the_clients_buffers(
         proxy.stop()
     ((count,),) = cluster.query(cluster.primary, f"SELECT COUNT(*) FROM {cluster.database}.{table}")
     assert count == stream.items
+
+
+# -- the pool after a failure ----------------------------------------------------------------
+
+
+def idle_on(proxy: ProxyThread, pod: str) -> int:
+    return int(
+        proxy.call(
+            lambda px: sum(p.stats().idle for p in px.ctx.pools.pools() if p.endpoint.pod == pod)
+        )
+    )
+
+
+def test_idle_connections_to_a_pod_that_failed_are_pinged_before_reuse(
+    net: Net, cluster: ClusterHandle, table: str
+) -> None:
+    """The cut kills a busy connection to mysql-0 and an idle one alike. After the busy one
+    failed (one error, for its client), the idle one must not carry the next client's write
+    (a second error from one fault): the pool pings it first, finds it dead, and the write
+    waits for a fresh connection, which works once the fault is lifted. A proxy of its own,
+    without health checks, so that no ban closes the pool meanwhile."""
+    wait_all_serving(net, cluster)
+    proxy = ProxyThread(net_config(cluster, HealthConfig(interval_seconds=3600.0))).start()
+    fp = net.faults["mysql-0"]
+    first, second = connect(proxy, cluster), connect(proxy, cluster)
+    lift = threading.Timer(0.5, fp.restore)
+    try:
+        for n, conn in enumerate((first, second)):
+            rows(conn, f"INSERT INTO {table} (id, client) VALUES ({n}, 'setup')")
+        close(second)  # its writer connection goes back to the pool
+        eventually(lambda: idle_on(proxy, "mysql-0") >= 1, 5.0, "an idle connection to mysql-0")
+        fp.drop_mid_response(0)
+        with pytest.raises(pymysql.err.OperationalError):
+            rows(first, f"INSERT INTO {table} (id, client) VALUES (10, 'cut')")
+        lift.start()
+        third = connect(proxy, cluster)
+        try:
+            rows(third, f"INSERT INTO {table} (id, client) VALUES (20, 'after')")
+        finally:
+            close(third)
+    finally:
+        lift.cancel()
+        fp.restore()
+        close(first)
+        proxy.stop()
+    found = {i for (i,) in cluster.query(cluster.primary, f"SELECT id FROM app.{table}")}
+    assert 20 in found

@@ -44,6 +44,7 @@ from typing import Final
 from bench import lab, procs, targets
 from bench.report import fresh_path
 from tests.fuzz import baseline, client, inputs
+from tests.fuzz.inputs import FuzzInput
 
 RESULTS_DIR: Final = Path(__file__).resolve().parents[2] / "bench" / "results"
 MAX_EXAMPLES_KEPT: Final = 20
@@ -63,7 +64,7 @@ class Tally:
     samples: list[tuple[float, int, int, int]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def record(self, fuzz: inputs.FuzzInput, verdict: client.Verdict) -> None:
+    def record(self, fuzz: FuzzInput, verdict: client.Verdict) -> None:
         with self.lock:
             self.endings[(fuzz.family, verdict.ending)] += 1
             self.errors.update(set(verdict.error_codes))

@@ -95,21 +95,25 @@ def fuzz_with(
     assert baseline.problems(before, after, RSS_SLACK_KIB) == []
 
 
-def test_garbage_before_login(fuzz_proxy: ProxyThread, proxy_errors: Callable[[], list[str]]):
+def test_garbage_before_login(
+    fuzz_proxy: ProxyThread, proxy_errors: Callable[[], list[str]]
+) -> None:
     fuzz_with(fuzz_proxy, proxy_errors, inputs.pre_raw, 60)
 
 
-def test_mutated_login(fuzz_proxy: ProxyThread, proxy_errors: Callable[[], list[str]]):
+def test_mutated_login(fuzz_proxy: ProxyThread, proxy_errors: Callable[[], list[str]]) -> None:
     fuzz_with(fuzz_proxy, proxy_errors, inputs.pre_login, 100)
 
 
 def test_garbage_commands_after_login(
     fuzz_proxy: ProxyThread, proxy_errors: Callable[[], list[str]]
-):
+) -> None:
     fuzz_with(fuzz_proxy, proxy_errors, inputs.commands, 200)
 
 
-def test_half_close_anywhere(fuzz_proxy: ProxyThread, proxy_errors: Callable[[], list[str]]):
+def test_half_close_anywhere(
+    fuzz_proxy: ProxyThread, proxy_errors: Callable[[], list[str]]
+) -> None:
     fuzz_with(fuzz_proxy, proxy_errors, inputs.half_close, 60)
 
 
@@ -137,7 +141,7 @@ def _trickle(sock: socket.socket, data: bytes, every: float, until: float) -> fl
 
 def test_slowloris_before_login_is_cut_at_the_handshake_timeout(
     fuzz_proxy: ProxyThread, proxy_errors: Callable[[], list[str]]
-):
+) -> None:
     """Twenty clients trickle a HandshakeResponse41 one byte per 0.2 s; each is closed at
     handshake_timeout_seconds, and a real client logs in meanwhile."""
     before = baseline.settle(lambda: baseline.inside(fuzz_proxy))

@@ -14,6 +14,7 @@ import ssl
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pymysql
 import pytest
@@ -26,7 +27,7 @@ from proxy.protocol import commands as cmd
 from proxy.protocol.auth import BackendCredential
 from proxy.protocol.constants import Capability, Command
 from proxy.protocol.framing import frame
-from proxy.protocol.handshake import ClientHandshake, Ready, TlsRequested
+from proxy.protocol.handshake import ClientEvent, ClientHandshake, Ready, TlsRequested
 from proxy.protocol.response import ResponseTracker
 from proxy.protocol.resultset import decode_text_rows
 from tests.integration.cluster_fixture import ClusterHandle
@@ -141,7 +142,7 @@ def query_over_our_handshake(
     )
     raw = socket.create_connection((cluster.address(pod), cluster.port), timeout=TIMEOUT)
     with raw:
-        events = []
+        events: list[ClientEvent] = []
         while not events:
             events = handshake.receive_data(raw.recv(65536))
         assert events == [TlsRequested()]
@@ -226,7 +227,8 @@ def test_up_tls_requires_tls_and_keeps_replicating(disrupted_cluster: ClusterHan
                     if cursor.fetchone() != (1,):
                         return False
                     cursor.execute(f"SELECT i FROM {name}")
-                    return cursor.fetchall() == ((7,),)
+                    rows: tuple[tuple[Any, ...], ...] = cursor.fetchall()
+                    return rows == ((7,),)
 
                 assert wait_until(replicated, TIMEOUT)
     finally:

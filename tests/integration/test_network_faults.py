@@ -43,6 +43,7 @@ from typing import Any
 import pymysql
 import pytest
 
+from proxy.app import Proxy
 from proxy.config import Config, DiscoveryConfig, HealthConfig, HostPort, PoolConfig, RoutingConfig
 from proxy.devcluster import spec
 from proxy.topology.model import Endpoint, Topology
@@ -219,10 +220,10 @@ def in_flight(proxy: ProxyThread, endpoint: Endpoint, older_than: float) -> list
     """Backend connections to `endpoint` held by a session with a command in flight for
     longer than `older_than` seconds."""
 
-    def look(px: object) -> list[str]:
+    def look(px: Proxy) -> list[str]:
         now = time.monotonic()
         found = []
-        for number, session in px.ctx.sessions.items():  # type: ignore[attr-defined]
+        for number, session in px.ctx.sessions.items():
             for conn in session.held_connections():
                 age = now - conn.last_used_at
                 if conn.endpoint == endpoint and conn.busy and age > older_than:
@@ -398,9 +399,11 @@ def client_reading_from(net: Net, cluster: ClusterHandle, pod: str) -> pymysql.C
             conn = connect(net.proxy, cluster)
             rows(conn, "SELECT 1")
             number = conn.thread_id()
-            held = net.proxy.call(
-                lambda px, n=number: [c.endpoint for c in px.ctx.sessions[n].held_connections()]
-            )
+
+            def held_by(px: Proxy, n: int = number) -> list[Endpoint]:
+                return [c.endpoint for c in px.ctx.sessions[n].held_connections()]
+
+            held = net.proxy.call(held_by)
             if endpoint in held:
                 return conn
             others.append(conn)

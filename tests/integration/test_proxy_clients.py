@@ -19,7 +19,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiomysql
 import pymysql
@@ -40,7 +40,9 @@ SYSBENCH_SECONDS = 5
 try:
     import mysql.connector as mysql_connector
 except ImportError:  # a dev dependency; only its own tests are skipped without it
-    mysql_connector = None
+    HAVE_MYSQL_CONNECTOR = False
+else:
+    HAVE_MYSQL_CONNECTOR = True
 
 
 @pytest.fixture
@@ -87,7 +89,7 @@ def pymysql_connect(proxy: ProxyThread, cluster: ClusterHandle, **kwargs: Any) -
 def _field_list(conn: Any, table: str) -> list[str]:
     """COM_FIELD_LIST through PyMySQL's own packet layer: the column names."""
     conn._execute_command(COMMAND.COM_FIELD_LIST, table.encode() + b"\0")
-    names = []
+    names: list[str] = []
     while True:
         packet = conn._read_packet()
         if packet.is_eof_packet():
@@ -278,7 +280,7 @@ async def test_aiomysql_rows_over_16mib(
 
 @pytest.fixture(params=[True, False], ids=["pure", "cext"])
 def use_pure(request: pytest.FixtureRequest) -> bool:
-    if mysql_connector is None:
+    if not HAVE_MYSQL_CONNECTOR:
         pytest.skip("mysql-connector-python is not installed")
     if not request.param and not mysql_connector.HAVE_CEXT:
         pytest.skip("mysql-connector-python C extension not available")
@@ -523,7 +525,7 @@ def test_sqlalchemy_orm(
         with orm.Session(engine) as session:
             names = session.scalars(sqlalchemy.select(Item.name).order_by(Item.id)).all()
             assert names == ["a", "b"]
-            session.get(Item, 1).name = "renamed"
+            cast(Item, session.get(Item, 1)).name = "renamed"
             session.commit()
         reader = engine.execution_options(isolation_level="AUTOCOMMIT")
         with reader.connect() as conn:

@@ -333,7 +333,7 @@ class RawClient:
                 return int(struct.unpack_from("<H", payload, 3)[0])
 
     def _rows(self, binary: bool, columns: int) -> tuple[list[list[bytes | None]], int]:
-        rows = []
+        rows: list[list[bytes | None]] = []
         while True:
             payload = self.read()
             if payload[0] == 0xFE and len(payload) < 9:
@@ -354,7 +354,8 @@ class RawClient:
     def _binary_row(payload: bytes, columns: int) -> list[bytes | None]:
         """A binary row whose columns are all strings (the tests CAST to CHAR)."""
         bitmap = payload[1 : 1 + (columns + 9) // 8]
-        pos, values = 1 + len(bitmap), []
+        pos = 1 + len(bitmap)
+        values: list[bytes | None] = []
         for i in range(columns):
             if bitmap[(i + 2) // 8] & (1 << ((i + 2) % 8)):
                 values.append(None)

@@ -43,7 +43,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any, TypeVar
@@ -193,9 +193,9 @@ class FaultProxy:
 
         self._call(apply)
 
-    def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
+    def _call(self, fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
         assert self._loop is not None
-        future = asyncio.run_coroutine_threadsafe(fn(), self._loop)  # type: ignore[arg-type]
+        future = asyncio.run_coroutine_threadsafe(fn(), self._loop)
         return future.result(CALL_TIMEOUT_SECONDS)
 
     # -- the loop (proxy thread) ------------------------------------------------------

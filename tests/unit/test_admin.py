@@ -147,11 +147,11 @@ class FakeCtx:
         return readers[0] if readers else None
 
 
-def packets_of(data: bytes) -> list[tuple[int, bytes]]:
+def packets_of(data: bytes | bytearray) -> list[tuple[int, bytes]]:
     return [(p.seq, p.payload) for p in PacketFramer().feed(bytes(data))]
 
 
-def rows_of(data: bytes, caps: Capability = DEPRECATE_EOF) -> list[list[str | None]]:
+def rows_of(data: bytes | bytearray, caps: Capability = DEPRECATE_EOF) -> list[list[str | None]]:
     rows = decode_text_rows(bytes(data), caps)
     return [[None if v is None else v.decode() for v in row] for row in rows]
 

@@ -9,6 +9,7 @@ import socketserver
 import threading
 import time
 from collections.abc import Iterator
+from typing import cast
 
 import pytest
 
@@ -34,7 +35,7 @@ def echo() -> Iterator[tuple[str, int]]:
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
-        yield server.server_address[:2]
+        yield cast(tuple[str, int], server.server_address[:2])
     finally:
         server.shutdown()
         server.server_close()

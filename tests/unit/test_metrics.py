@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -201,8 +202,8 @@ class ScriptedDns:
         return self.answers.pop(0)
 
 
-def resolution(ok: bool = True, **pods: str) -> Resolution:
-    endpoints = {pod: Endpoint(pod, host, 3306) for pod, host in pods.items()}
+def resolution(pods: Mapping[str, str] | None = None, *, ok: bool = True) -> Resolution:
+    endpoints = {pod: Endpoint(pod, host, 3306) for pod, host in (pods or {}).items()}
     return Resolution(endpoints, ok, None if ok else "timeout", 5.0)
 
 
@@ -210,10 +211,10 @@ async def test_observed_discovery_counts_resolutions_and_changes() -> None:
     metrics = Metrics()
     dns = ObservedDiscovery(
         ScriptedDns(
-            resolution(**{"mysql-0": "10.0.0.10", "mysql-1": "10.0.0.11"}),
+            resolution({"mysql-0": "10.0.0.10", "mysql-1": "10.0.0.11"}),
             resolution(ok=False),
-            resolution(**{"mysql-0": "10.0.0.10", "mysql-1": "10.0.0.99", "mysql-2": "10.0.0.12"}),
-            resolution(**{"mysql-0": "10.0.0.10"}),
+            resolution({"mysql-0": "10.0.0.10", "mysql-1": "10.0.0.99", "mysql-2": "10.0.0.12"}),
+            resolution({"mysql-0": "10.0.0.10"}),
         ),
         metrics,
     )

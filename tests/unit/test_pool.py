@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Protocol, cast
 
 import pytest
 
 from proxy.backend import BackendError, PoolKey, ServerSession
-from proxy.pool import Pool, PoolLimits
+from proxy.pool import Pool, PoolLimits, PoolStats
 from proxy.protocol.constants import Command
 from proxy.protocol.errors import MySQLError
 from proxy.topology.model import Endpoint
@@ -67,12 +67,24 @@ class FakeConn:
         return b""
 
 
+class FakePool(Protocol):
+    """The `Pool` as these tests see it: what it hands out is what `Harness.open` made."""
+
+    async def acquire(self) -> FakeConn: ...
+    def release(self, conn: FakeConn) -> None: ...
+    def stats(self) -> PoolStats: ...
+    def suspect(self) -> None: ...
+    def retire(self) -> None: ...
+    def maintain(self) -> None: ...
+
+
 class Harness:
     def __init__(self, **limits: Any) -> None:
         self.clock = [0.0]
         self.opened: list[FakeConn] = []
         self.fail_open = False
-        self.pool = Pool(POD, KEY, self.open, PoolLimits(**limits), clock=lambda: self.clock[0])
+        pool = Pool(POD, KEY, self.open, PoolLimits(**limits), clock=lambda: self.clock[0])
+        self.pool = cast(FakePool, pool)
 
     async def open(self, endpoint: Endpoint, key: PoolKey) -> Any:
         if self.fail_open:

@@ -103,15 +103,20 @@ def backend_ctx(
     return context
 
 
+# A decoded peer certificate as ssl's getpeercert() gives it: "subject" and "issuer" are tuples
+# of RDNs of (name, value) pairs, "subjectAltName" is (type, value) pairs, the rest are strings.
+PeerCert = dict[str, str | tuple[tuple[str, str], ...] | tuple[tuple[tuple[str, str], ...], ...]]
+
+
 @dataclass
 class Outcome:
     """What each end of one handshake saw."""
 
     client_error: BaseException | None = None
     server_error: BaseException | None = None
-    server_cert: dict[str, object] | None = None  # what the client verified (empty if unverified)
+    server_cert: PeerCert | None = None  # what the client verified (empty if unverified)
     server_cert_der: bytes | None = None
-    client_cert: dict[str, object] | None = None  # what the server verified
+    client_cert: PeerCert | None = None  # what the server verified
     version: str | None = None
 
     @property
@@ -205,7 +210,7 @@ def test_verify_identity_accepts_the_pods_fqdn(pki: Pki) -> None:
     outcome = handshake(server_ctx(pki.pod), backend_ctx("verify_identity", pki.ca_file))
     assert outcome.ok, outcome
     assert outcome.version in ("TLSv1.2", "TLSv1.3")
-    assert outcome.server_cert and ("DNS", POD_FQDN) in outcome.server_cert["subjectAltName"]  # type: ignore[operator]
+    assert outcome.server_cert and ("DNS", POD_FQDN) in outcome.server_cert["subjectAltName"]
 
 
 @pytest.mark.parametrize(

@@ -63,9 +63,9 @@ class FakeDns:
             raise self.error
         records = self._records(qname.rstrip("."), rdtype)
         if records is None:
-            raise dns.resolver.NXDOMAIN()
+            raise dns.resolver.NXDOMAIN()  # type: ignore[no-untyped-call]
         if not records:
-            raise dns.resolver.NoAnswer()
+            raise dns.resolver.NoAnswer()  # type: ignore[no-untyped-call]
         return FakeAnswer(records, self.ttl)
 
     def _records(self, name: str, rdtype: str) -> list[Any] | None:

@@ -83,9 +83,9 @@ async def test_unnamed_service_addresses_become_ip_port_pods() -> None:
 @pytest.mark.parametrize(
     "error",
     [
-        dns.resolver.LifetimeTimeout(timeout=2.0, errors=[]),
-        dns.resolver.NoNameservers(),
-        dns.exception.Timeout(),
+        dns.resolver.LifetimeTimeout(timeout=2.0, errors=[]),  # type: ignore[no-untyped-call]
+        dns.resolver.NoNameservers(),  # type: ignore[no-untyped-call]
+        dns.exception.Timeout(),  # type: ignore[no-untyped-call]
         ConnectionRefusedError("refused"),
     ],
 )
@@ -100,7 +100,7 @@ async def test_poll_keeps_last_known_pods_during_an_outage() -> None:
     fake = cluster_dns()
     source = discovery(fake)
     first = await source.poll()
-    fake.error = dns.resolver.NoNameservers()
+    fake.error = dns.resolver.NoNameservers()  # type: ignore[no-untyped-call]
     during = await source.poll()
     assert first.dns_ok and first.dns_error is None
     assert not during.dns_ok
@@ -111,7 +111,7 @@ async def test_poll_keeps_last_known_pods_during_an_outage() -> None:
 async def test_outage_warns_once_and_recovery_is_logged(caplog: pytest.LogCaptureFixture) -> None:
     fake = cluster_dns()
     source = discovery(fake)
-    fake.error = dns.exception.Timeout()
+    fake.error = dns.exception.Timeout()  # type: ignore[no-untyped-call]
     with caplog.at_level(logging.INFO, logger="proxy.topology.discovery"):
         for _ in range(3):
             await source.poll()
@@ -137,7 +137,7 @@ async def test_refresh_interval_follows_ttl(ttl: int, interval: float, expected:
 
 async def test_outage_retries_at_the_resolve_interval() -> None:
     fake = cluster_dns()
-    fake.error = dns.exception.Timeout()
+    fake.error = dns.exception.Timeout()  # type: ignore[no-untyped-call]
     resolution = await discovery(fake, resolve_interval_seconds=3.0).poll()
     assert resolution.refresh_in == 3.0
 

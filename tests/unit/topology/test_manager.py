@@ -262,7 +262,7 @@ async def test_health_transitions_are_logged_one_line_each(
 async def test_dns_failure_keeps_the_last_topology() -> None:
     h = Harness()
     before = await h.manager.refresh_now()
-    h.dns.error = dns.exception.Timeout()
+    h.dns.error = dns.exception.Timeout()  # type: ignore[no-untyped-call]
     during = await h.manager.refresh_now()
     assert not during.dns_ok and "timed out" in (during.dns_error or "")
     assert during.pods == before.pods

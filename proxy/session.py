@@ -65,7 +65,7 @@ from proxy.prepared import PreparedStatements
 from proxy.protocol import commands as cmd
 from proxy.protocol import packets
 from proxy.protocol.constants import Capability, Command, ErrorCode, ServerStatus
-from proxy.protocol.errors import MySQLError
+from proxy.protocol.errors import MySQLError, RemoteProtocolError
 from proxy.protocol.framing import Packet, frame, next_seq_after
 from proxy.protocol.handshake import (
     Authenticated,
@@ -432,8 +432,15 @@ class Session:
 
     async def _run_command(self, handler: Callable[[Packet], Awaitable[None]], pkt: Packet) -> None:
         self._in_command = True
+        start_out = self.client.bytes_out
         try:
             await handler(pkt)
+        except RemoteProtocolError as exc:
+            # A client packet the proxy parses (COM_STMT_EXECUTE's parameters, ...) was
+            # malformed: nothing went to a pod yet. mysqld answers 1835 and carries on.
+            if self.client.bytes_out != start_out:
+                raise ClientGone from None  # part of a reply went out: the stream is lost
+            self._send_error(ErrorCode.ER_MALFORMED_PACKET, f"rwproxy: malformed packet: {exc}")
         except MySQLError as exc:
             self._send_error(exc.code, exc.message, sqlstate=exc.sqlstate)
         except BackendError as exc:

@@ -952,3 +952,21 @@ def test_reply_before_a_too_large_packet_arrives_whole_before_the_close(
     finally:
         raw.close()
     still_serving(strict_proxy, cluster)
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [b"", b"\x00", b"\x00\x01"],
+    ids=["no-null-bitmap", "no-bound-flag", "no-types"],
+)
+def test_truncated_execute_of_a_real_statement_gets_1835_and_the_session_goes_on(
+    raw: RawClient, tail: bytes
+) -> None:
+    """COM_STMT_EXECUTE for a statement with a parameter, cut short inside its parameter
+    block (found by the fuzzer: the parse error ended the session with a traceback)."""
+    statement_id, _ = raw.prepare("SELECT CAST(? AS CHAR)")
+    raw.send(struct.pack("<BIBI", COM_STMT_EXECUTE, statement_id, 0, 1) + tail)
+    with pytest.raises(ServerError) as refused:
+        raw._first()
+    assert refused.value.code == 1835  # ER_MALFORMED_PACKET
+    assert raw.query("SELECT 'still here'") == [[b"still here"]]

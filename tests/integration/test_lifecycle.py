@@ -155,11 +155,15 @@ def run_proxy(cluster: ClusterHandle, tmp_path: Path) -> Iterator[Any]:
         proxy.kill()
 
 
-def wait_until(condition: Any, what: str, timeout: float = 20.0) -> None:
+def wait_until(
+    condition: Any, what: str, timeout: float = 20.0, proxy: ProxyProcess | None = None
+) -> None:
+    """Poll `condition`; on failure the message carries `proxy`'s log, if given."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
+            log = f"\nproxy log:\n{proxy.log()}" if proxy is not None else ""
+            raise AssertionError(f"not within {timeout} s: {what}{log}")
         time.sleep(0.1)
 
 
@@ -355,7 +359,8 @@ def test_workers_share_the_port_and_stop_together(run_proxy: Any, cluster: Clust
     proxy.wait_for_log(r"worker 1 started")
     # Both workers listen (two log lines) and answer HTTP on port + index.
     proxy.wait_for_log(rf"listening on 127\.0\.0\.1:{port}")
-    wait_until(lambda: proxy.log().count(f"listening on 127.0.0.1:{port}") == 2, "two listeners")
+    listening = f"listening on 127.0.0.1:{port}"
+    wait_until(lambda: proxy.log().count(listening) == 2, "two listeners", proxy=proxy)
     for offset in (0, 1):
         with urllib.request.urlopen(f"http://127.0.0.1:{http + offset}/healthz", timeout=5) as r:
             assert r.status == 200

@@ -27,13 +27,14 @@ import pytest
 from pymysql.constants import CLIENT, COMMAND
 
 from tests.integration.cluster_fixture import ClusterHandle
+from tests.support.mariadb_cli import CLI_TIMEOUT_SECONDS, needs_cli
+from tests.support.mariadb_cli import mariadb_cli as run_cli
 from tests.support.proxy_harness import ProxyThread
 
 pytestmark = pytest.mark.integration
 
 BIG = 17 * 1024 * 1024  # over one 16 MiB packet, under the pods' 64 MiB max_allowed_packet
 MAX_PACKET = 64 * 1024 * 1024
-CLI_TIMEOUT_SECONDS = 60
 INFILE_TIMEOUT_SECONDS = 3
 SYSBENCH_SECONDS = 5
 
@@ -543,29 +544,8 @@ def test_sqlalchemy_orm(
 def mariadb_cli(
     proxy: ProxyThread, cluster: ClusterHandle, *args: str, timeout: float = CLI_TIMEOUT_SECONDS
 ) -> str:
-    command = [
-        shutil.which("mariadb") or "mariadb",
-        "--no-defaults",
-        "-h",
-        "127.0.0.1",
-        "-P",
-        str(proxy.port),
-        "-u",
-        cluster.app.user,
-        f"-p{cluster.app.password}",
-        "--skip-ssl",
-        "--batch",
-        "--skip-column-names",
-        "--max-allowed-packet=64M",
-        cluster.database,
-        *args,
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
-needs_cli = pytest.mark.skipif(shutil.which("mariadb") is None, reason="no mariadb client")
+    user = cluster.app
+    return run_cli(proxy.port, user.user, user.password, cluster.database, *args, timeout=timeout)
 
 
 @needs_cli

@@ -18,10 +18,8 @@ rotated certificate is served to the next connection.
 
 from __future__ import annotations
 
-import shutil
 import socket
 import ssl
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -47,6 +45,7 @@ from proxy.tls import backend_context
 from proxy.topology.health import connect_monitor
 from proxy.topology.model import Endpoint
 from tests.integration.cluster_fixture import ClusterHandle
+from tests.support.mariadb_cli import mariadb_cli, needs_cli
 from tests.support.mini_server import MiniServer
 from tests.support.proxy_harness import ProxyThread, cluster_config
 
@@ -271,30 +270,15 @@ def test_a_client_that_does_not_trust_the_proxy_fails(
         assert cursor.fetchone() == (2,)
 
 
-@pytest.mark.skipif(shutil.which("mariadb") is None, reason="no mariadb CLI")
+@needs_cli
 def test_mariadb_cli_over_tls(cluster: ClusterHandle, start_proxy: Start) -> None:
     proxy = start_proxy(tls=proxy_tls(cluster, require=True))
-    command = [
-        "mariadb",
-        "--no-defaults",
-        "-h",
-        "127.0.0.1",
-        "-P",
-        str(proxy.port),
-        "-u",
-        "app",
-        "-papp-password",
-        "--ssl",
-        f"--ssl-ca={ca_file(cluster)}",
-        "--ssl-verify-server-cert",
-        "-e",
-        "status; select 40 + 2",
-        "app",
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
-    assert done.returncode == 0, done.stderr
-    assert "Cipher in use is" in done.stdout, done.stdout
-    assert "42" in done.stdout.split()
+    verify = ("--ssl", f"--ssl-ca={ca_file(cluster)}", "--ssl-verify-server-cert")
+    output = mariadb_cli(
+        proxy.port, "app", "app-password", "app", "-e", "status; select 40 + 2", tls=verify
+    )
+    assert "Cipher in use is" in output, output
+    assert "42" in output.split()
 
 
 def test_require_refuses_plaintext_logins_with_3159(

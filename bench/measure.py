@@ -35,12 +35,20 @@ class Sample:
     result: sysbench.Result
     cpu_seconds: float | None  # None: nothing between client and pod
     foreign_cpu_seconds: float = 0.0  # used meanwhile by processes not in the benchmark
+    user_cpu_seconds: float | None = None  # the user-space part of cpu_seconds
 
     @property
     def foreign_percent(self) -> float:
         """How much of the machine others took during the run (100 = all cores)."""
         seconds = self.result.seconds or 1.0
         return 100 * self.foreign_cpu_seconds / (seconds * (os.cpu_count() or 1))
+
+    @property
+    def user_percent(self) -> float | None:
+        """The share of the proxy's CPU spent in user space (the rest is the kernel's)."""
+        if self.cpu_seconds is None or self.user_cpu_seconds is None or not self.cpu_seconds:
+            return None
+        return 100 * self.user_cpu_seconds / self.cpu_seconds
 
     @property
     def cpu_per_1k(self) -> float | None:
@@ -65,12 +73,21 @@ def run_sysbench(
     argv = sysbench.command(workload, target.address, data, threads=threads, seconds=seconds)
     pid = target.pid
     table = procs.cpu_table()
-    before = procs.cpu_seconds(pid) if pid is not None else 0.0
+    before = procs.cpu_times(pid) if pid is not None else None
     result = sysbench.run(argv, timeout=seconds + 120)
-    cpu = procs.cpu_seconds(pid) - before if pid is not None else None
+    cpu = procs.cpu_times(pid).since(before) if pid is not None and before is not None else None
     ours = {os.getpid(), *bystanders, *([pid] if pid is not None else [])}
     foreign = procs.foreign_cpu(table, procs.cpu_table(), ours, OURS)
-    return Sample(workload.name, threads, round_no, target.name, result, cpu, foreign)
+    return Sample(
+        workload.name,
+        threads,
+        round_no,
+        target.name,
+        result,
+        cpu.total if cpu is not None else None,
+        foreign,
+        cpu.user if cpu is not None else None,
+    )
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Final
+from typing import IO, Final, NamedTuple
 
 _TICKS: Final = os.sysconf("SC_CLK_TCK")
 
@@ -56,14 +56,34 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of `pid` and its live children, in seconds."""
-    total = 0
+class CpuTimes(NamedTuple):
+    """CPU seconds in user space and in the kernel (syscalls: the part an L4 proxy pays too)."""
+
+    user: float
+    system: float
+
+    @property
+    def total(self) -> float:
+        return self.user + self.system
+
+    def since(self, before: CpuTimes) -> CpuTimes:
+        return CpuTimes(self.user - before.user, self.system - before.system)
+
+
+def cpu_times(pid: int) -> CpuTimes:
+    """utime and stime of `pid` and its live children."""
+    user = system = 0
     for each in [pid, *_children(pid)]:
         with contextlib.suppress(OSError):
             fields = _stat_fields(each)
-            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
-    return total / _TICKS
+            user += int(fields[11])  # utime (field 14)
+            system += int(fields[12])  # stime (field 15)
+    return CpuTimes(user / _TICKS, system / _TICKS)
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of `pid` and its live children, in seconds."""
+    return cpu_times(pid).total
 
 
 def rss_kib(pid: int) -> int:

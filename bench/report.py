@@ -84,6 +84,7 @@ class Row:
     errors: int
     failed: int
     cpu_per_1k: float | None
+    user_percent: float | None
     x_direct: float | None
     x_haproxy: float | None
     cpu_x_haproxy: float | None
@@ -125,6 +126,7 @@ def _row(by_key: dict[Key, Sample], runs: list[Sample]) -> Row:
         sum(s.result.errors for s in ok),
         len(runs) - len(ok),
         median(s.cpu_per_1k for s in ok),
+        median(s.user_percent for s in ok),
         median(_ratio(by_key, s, DIRECT, rate) for s in ok) if first.target != DIRECT else None,
         median(_ratio(by_key, s, HAPROXY, rate) for s in ok) if first.target != HAPROXY else None,
         median(_ratio(by_key, s, HAPROXY, lambda x: x.cpu_per_1k) for s in ok)
@@ -173,6 +175,8 @@ How it was measured:
 - Proxy CPU = utime + stime of the proxy process (/proc/<pid>/stat) over the whole sysbench run,
   divided by the statements it completed, per 1,000 statements (0.050 s/1k = 50 us per
   statement); read the same way for haproxy and rwproxy. Direct has no process in between: n/a.
+  "of it user %" is the utime share: the rest is the kernel's (reads, writes, epoll), which
+  every proxy pays alike, so the difference between proxies is mostly in user space.
 - Churn: `bench/churn.lua` under sysbench, 1 thread: each event connects, runs `SELECT 1`, reads
   it and disconnects (libmariadb, C), so the client's own cost is small next to a Python
   client's; events/s = connections/s.
@@ -209,7 +213,7 @@ def _noise_section(results: Results) -> list[str]:
 def _sysbench_section(results: Results) -> list[str]:
     lines = ["## sysbench", ""]
     header = ["threads", "target", "QPS", "x direct", "x haproxy", "p95 ms", "errors"]
-    header += ["proxy CPU s/1k stmts", "CPU x haproxy"]
+    header += ["proxy CPU s/1k stmts", "of it user %", "CPU x haproxy"]
     rows = summarize(results.samples, results.targets)
     for workload in dict.fromkeys(r.workload for r in rows):
         lines += [f"### {workload}", ""]
@@ -232,6 +236,7 @@ def _sysbench_cells(r: Row) -> list[str]:
         fmt(r.p95_ms, ".2f"),
         _errors(r),
         fmt(r.cpu_per_1k, ".4f"),
+        fmt(r.user_percent, ".0f"),
         fmt(r.cpu_x_haproxy, ".2f", "x"),
     ]
 
@@ -244,13 +249,15 @@ def _churn_cells(r: Row) -> list[str]:
         fmt(r.p95_ms, ".2f"),
         _errors(r),
         fmt(r.cpu_per_1k, ".3f"),
+        fmt(r.user_percent, ".0f"),
     ]
 
 
 def _churn_section(results: Results) -> list[str]:
     if not results.churn:
         return []
-    header = ("target", "connections/s", "x direct", "p95 ms", "errors", "proxy CPU s/1k conns")
+    header = ["target", "connections/s", "x direct", "p95 ms", "errors"]
+    header += ["proxy CPU s/1k conns", "of it user %"]
     rows = summarize(results.churn, results.targets)
     cells = [_churn_cells(r) for r in rows]
     return [

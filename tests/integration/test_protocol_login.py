@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 from typing import Any
 
 import aiomysql
@@ -32,6 +31,7 @@ from proxy.protocol.constants import ErrorCode
 from proxy.protocol.framing import PacketFramer, frame
 from proxy.protocol.handshake import ClientEvent, ClientHandshake, Failed, Ready
 from tests.integration.cluster_fixture import ClusterHandle
+from tests.support.mariadb_cli import cli_command, needs_cli
 from tests.support.mini_server import MiniServer
 
 pytestmark = pytest.mark.integration
@@ -165,18 +165,7 @@ async def aiomysql_select_1(port: int, user: str, password: str) -> Any:
 
 async def cli_select_1(port: int, user: str, password: str, *extra: str) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
-        "mariadb",
-        "--no-defaults",
-        "-h",
-        "127.0.0.1",
-        "-P",
-        str(port),
-        "-u",
-        user,
-        f"-p{password}",
-        *extra,
-        "-e",
-        "select 1",
+        *cli_command(port, user, password, *extra, "-e", "select 1"),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -223,9 +212,6 @@ async def test_aiomysql_logs_in(rsa_key: rsa.RSAPrivateKey, plugin: str, user: s
         row = await aiomysql_select_1(server.port, user, PASSWORD)
     assert row == (1,)
     check_login(server, plugin, user)
-
-
-needs_cli = pytest.mark.skipif(shutil.which("mariadb") is None, reason="no mariadb CLI")
 
 
 @needs_cli

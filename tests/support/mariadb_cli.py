@@ -16,6 +16,13 @@ NO_TLS: tuple[str, ...] = ("--skip-ssl",)
 needs_cli = pytest.mark.skipif(shutil.which("mariadb") is None, reason="no mariadb client")
 
 
+def cli_command(port: int, user: str, password: str, *args: str) -> list[str]:
+    """The command line that logs in to 127.0.0.1:`port` and does `args`, with no option
+    files (a developer's ~/.my.cnf must not change what a test sends)."""
+    login = ["-h", "127.0.0.1", "-P", str(port), "-u", user, f"-p{password}"]
+    return [shutil.which("mariadb") or "mariadb", "--no-defaults", *login, *args]
+
+
 def mariadb_cli(
     port: int,
     user: str,
@@ -27,23 +34,8 @@ def mariadb_cli(
 ) -> str:
     """Run the CLI in batch mode (tab-separated rows, no column names); return its output.
     A non-zero exit fails the test with the CLI's stderr."""
-    command = [
-        shutil.which("mariadb") or "mariadb",
-        "--no-defaults",
-        "-h",
-        "127.0.0.1",
-        "-P",
-        str(port),
-        "-u",
-        user,
-        f"-p{password}",
-        *tls,
-        "--batch",
-        "--skip-column-names",
-        "--max-allowed-packet=64M",
-        database,
-        *args,
-    ]
+    options = ("--batch", "--skip-column-names", "--max-allowed-packet=64M")
+    command = cli_command(port, user, password, *tls, *options, database, *args)
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
     assert done.returncode == 0, done.stderr
     return done.stdout

@@ -76,7 +76,8 @@ def run_sysbench(
     before = procs.cpu_times(pid) if pid is not None else None
     result = sysbench.run(argv, timeout=seconds + 120)
     cpu = procs.cpu_times(pid).since(before) if pid is not None and before is not None else None
-    ours = {os.getpid(), *bystanders, *([pid] if pid is not None else [])}
+    # The target's own children (the workers of a `workers: 2` proxy) are not "others".
+    ours = {os.getpid(), *bystanders, *([pid, *procs.children(pid)] if pid is not None else [])}
     foreign = procs.foreign_cpu(table, procs.cpu_table(), ours, OURS)
     return Sample(
         workload.name,

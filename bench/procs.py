@@ -46,7 +46,7 @@ def _stat_fields(pid: int) -> list[str]:
     return text[text.rindex(")") + 2 :].split()
 
 
-def _children(pid: int) -> list[int]:
+def children(pid: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -73,7 +73,7 @@ class CpuTimes(NamedTuple):
 def cpu_times(pid: int) -> CpuTimes:
     """utime and stime of `pid` and its live children."""
     user = system = 0
-    for each in [pid, *_children(pid)]:
+    for each in [pid, *children(pid)]:
         with contextlib.suppress(OSError):
             fields = _stat_fields(each)
             user += int(fields[11])  # utime (field 14)

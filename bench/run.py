@@ -184,7 +184,10 @@ def warm_up(started: Sequence[Target], plan: Plan) -> None:
 
 
 def pids(started: Sequence[Target]) -> frozenset[int]:
-    return frozenset(t.pid for t in started if t.pid is not None)
+    """The processes of the started targets, a proxy's worker processes included."""
+    return frozenset(
+        pid for t in started if t.pid is not None for pid in (t.pid, *procs.children(t.pid))
+    )
 
 
 def sysbench_round(plan: Plan, started: Sequence[Target], round_no: int) -> list[measure.Sample]:

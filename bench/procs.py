@@ -47,6 +47,7 @@ def _stat_fields(pid: int) -> list[str]:
 
 
 def children(pid: int) -> list[int]:
+    """The live direct children of `pid` (a proxy's worker processes)."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():

@@ -209,6 +209,7 @@ class BackendConnection(asyncio.Protocol):
         self._collected = bytearray()
         self._close_reason = ""
         self._drained: asyncio.Future[None] | None = None  # set while writing is paused
+        self._reading_paused = False  # by the client's back-pressure
 
     # -- asyncio.Protocol -------------------------------------------------------------
 
@@ -255,8 +256,10 @@ class BackendConnection(asyncio.Protocol):
         """Backpressure: the client is not reading, so stop reading from the pod."""
         if self._transport is not None and not self.broken:
             self._transport.pause_reading()
+            self._reading_paused = True
 
     def resume_reading(self) -> None:
+        self._reading_paused = False
         if self._transport is not None and not self.broken:
             self._transport.resume_reading()
 
@@ -459,6 +462,13 @@ class BackendConnection(asyncio.Protocol):
         tracker = self._tracker
         reply = self._reply
         assert tracker is not None
+        if self._reading_paused:
+            # The reply's last bytes filled the client's buffer, which paused us; its
+            # session lets go of our back-pressure now, so nobody would resume us, and the
+            # next reply on this connection would never be read (seen: a 17 MiB SELECT
+            # after another one hung until the client's read timeout). Nothing more comes
+            # until the next command, whose start pauses us again if the client is still full.
+            self.resume_reading()
         outcome = tracker.outcome
         if outcome is not None and outcome.status is not None:
             self.status = outcome.status

@@ -76,8 +76,9 @@ def run_sysbench(
     before = procs.cpu_times(pid) if pid is not None else None
     result = sysbench.run(argv, timeout=seconds + 120)
     cpu = procs.cpu_times(pid).since(before) if pid is not None and before is not None else None
-    # The target's own children (the workers of a `workers: 2` proxy) are not "others".
-    ours = {os.getpid(), *bystanders, *([pid, *procs.children(pid)] if pid is not None else [])}
+    # A proxy's worker processes (its children, with `workers: 2`) are part of it, not "others".
+    proxies = {*bystanders, *([pid] if pid is not None else [])}
+    ours = {os.getpid(), *proxies, *(child for p in proxies for child in procs.children(p))}
     foreign = procs.foreign_cpu(table, procs.cpu_table(), ours, OURS)
     return Sample(
         workload.name,

@@ -184,10 +184,7 @@ def warm_up(started: Sequence[Target], plan: Plan) -> None:
 
 
 def pids(started: Sequence[Target]) -> frozenset[int]:
-    """The processes of the started targets, a proxy's worker processes included."""
-    return frozenset(
-        pid for t in started if t.pid is not None for pid in (t.pid, *procs.children(t.pid))
-    )
+    return frozenset(t.pid for t in started if t.pid is not None)
 
 
 def sysbench_round(plan: Plan, started: Sequence[Target], round_no: int) -> list[measure.Sample]:

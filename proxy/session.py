@@ -433,18 +433,21 @@ class Session:
     async def _run_command(self, handler: Callable[[Packet], Awaitable[None]], pkt: Packet) -> None:
         self._in_command = True
         start_out = self.client.bytes_out
+        # One name per exception type: compiled (mypyc), a name has one type per function.
         try:
             await handler(pkt)
-        except RemoteProtocolError as exc:
+        except RemoteProtocolError as malformed:
             # A client packet the proxy parses (COM_STMT_EXECUTE's parameters, ...) was
             # malformed: nothing went to a pod yet. mysqld answers 1835 and carries on.
             if self.client.bytes_out != start_out:
                 raise ClientGone from None  # part of a reply went out: the stream is lost
-            self._send_error(ErrorCode.ER_MALFORMED_PACKET, f"rwproxy: malformed packet: {exc}")
-        except MySQLError as exc:
-            self._send_error(exc.code, exc.message, sqlstate=exc.sqlstate)
-        except BackendError as exc:
-            self._send_error(ErrorCode.CR_SERVER_LOST, f"rwproxy: backend {exc}")
+            self._send_error(
+                ErrorCode.ER_MALFORMED_PACKET, f"rwproxy: malformed packet: {malformed}"
+            )
+        except MySQLError as refused:
+            self._send_error(refused.code, refused.message, sqlstate=refused.sqlstate)
+        except BackendError as lost:
+            self._send_error(ErrorCode.CR_SERVER_LOST, f"rwproxy: backend {lost}")
             if self._state_lost is not None:
                 raise ClientGone from None  # its transaction or pinned state died too
         except TimeoutError:
@@ -1184,8 +1187,6 @@ class Session:
         self.ctx.metrics.error(code)
         payload = packets.build_err(code, message, sqlstate, self.capabilities)
         self.client.write(frame(payload, seq))
-
-    send_error = _send_error
 
 
 @dataclass(slots=True)

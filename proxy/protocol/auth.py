@@ -71,12 +71,19 @@ def sha256(data: bytes) -> bytes:
 
 
 def _xor(left: bytes, right: bytes) -> bytes:
-    return bytes(a ^ b for a, b in zip(left, right, strict=True))
+    if len(left) != len(right):
+        raise ValueError(f"xor of {len(left)} and {len(right)} bytes")
+    joined = int.from_bytes(left, "big") ^ int.from_bytes(right, "big")
+    return joined.to_bytes(len(left), "big")
 
 
 def _xor_repeat(data: bytes, key: bytes) -> bytes:
     """data XOR key repeated over its length (MySQL's xor_string)."""
-    return bytes(byte ^ key[i % len(key)] for i, byte in enumerate(data))
+    return bytes([byte ^ key[i % len(key)] for i, byte in enumerate(data)])
+
+
+#: byte -> byte & 0x7F, then NUL -> 1 and '$' -> '%' (the server adds 1 to those two).
+_NONCE_BYTES = bytes([1, *range(1, 36), 37, *range(37, 128)] * 2)
 
 
 def make_nonce(rng: Callable[[int], bytes]) -> bytes:
@@ -84,11 +91,7 @@ def make_nonce(rng: Callable[[int], bytes]) -> bytes:
 
     Old clients treat the scramble as a C string, so a NUL inside it would truncate it.
     """
-    out = bytearray(byte & 0x7F for byte in rng(SCRAMBLE_LENGTH))
-    for i, byte in enumerate(out):
-        if byte in (0, ord("$")):
-            out[i] = byte + 1
-    return bytes(out)
+    return rng(SCRAMBLE_LENGTH).translate(_NONCE_BYTES)
 
 
 def nonce_from_plugin_data(data: bytes) -> bytes:

@@ -382,10 +382,13 @@ class ServerHandshake(_PacketIO):
         try:
             while self.state in self._readers and (packet := self._next_packet()) is not None:
                 events += self._readers[self.state](packet)
-        except _OutOfOrder as exc:
-            events += self._fail_protocol(ErrorCode.ER_NET_PACKETS_OUT_OF_ORDER, str(exc))
-        except RemoteProtocolError as exc:
-            events += self._fail_protocol(ErrorCode.ER_HANDSHAKE_ERROR, str(exc))
+        except RemoteProtocolError as exc:  # one clause: mypyc types `exc` once per function
+            code = (
+                ErrorCode.ER_NET_PACKETS_OUT_OF_ORDER
+                if isinstance(exc, _OutOfOrder)
+                else ErrorCode.ER_HANDSHAKE_ERROR
+            )
+            events += self._fail_protocol(code, str(exc))
         return events
 
     def tls_established(self) -> None:

@@ -631,8 +631,10 @@ def parse_connect_attrs(payload: Buffer, pos: int) -> tuple[dict[str, str], int]
 
 def build_connect_attrs(attrs: Mapping[str, str]) -> bytes:
     block = b"".join(
-        write_lenenc_bytes(_raw(key)) + write_lenenc_bytes(_raw(value))
-        for key, value in attrs.items()
+        [
+            write_lenenc_bytes(_raw(key)) + write_lenenc_bytes(_raw(value))
+            for key, value in attrs.items()
+        ]
     )
     return write_lenenc_bytes(block)
 
@@ -815,7 +817,7 @@ def build_column_definition(
     https://dev.mysql.com/doc/dev/mysql-server/latest/page_protocol_com_query_response_text_resultset_column_definition.html
     """
     names = (catalog, schema, table, org_table, name, org_name)
-    out = b"".join(write_lenenc_bytes(_raw(text)) for text in names)
+    out = b"".join([write_lenenc_bytes(_raw(text)) for text in names])
     out += write_lenenc_int(0x0C)  # length of the fixed-length fields that follow
     out += write_int(character_set, 2) + write_int(column_length, 4) + bytes((type,))
     return out + write_int(flags, 2) + bytes((decimals,)) + bytes(2)
@@ -838,7 +840,7 @@ def build_text_row(values: Sequence[TextValue]) -> bytes:
     """ResultsetRow (text protocol): each value a string<lenenc>, NULL as 0xFB.
     https://dev.mysql.com/doc/dev/mysql-server/latest/page_protocol_com_query_response_text_resultset_row.html
     """
-    return b"".join(_text_value(value) for value in values)
+    return b"".join([_text_value(value) for value in values])
 
 
 def build_result_set(

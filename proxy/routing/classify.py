@@ -210,10 +210,13 @@ Handler = Callable[[_Stmt], Verdict]
 # Public entry points
 
 
-def classify(sql: str | bytes) -> Classification:
+def classify(sql: object) -> Classification:
     """Classify one statement text (bytes are decoded as UTF-8, bad bytes kept). Cached,
     for plain statements by their *shape* (see `statement_shape`), so that
-    `... WHERE id = 1` and `... WHERE id = 2` are classified once."""
+    `... WHERE id = 1` and `... WHERE id = 2` are classified once.
+
+    `sql` is typed `object`, not `str | bytes`, because a compiled build checks declared
+    types at the call: whatever a caller passes must reach the writer, not raise."""
     if isinstance(sql, str | bytes) and len(sql) <= CACHE_TEXT_LIMIT:
         if isinstance(sql, bytes):
             return _exact.get(sql) or _classify_bytes(sql)
@@ -271,7 +274,7 @@ def _shape_decides(c: Classification) -> bool:
     )
 
 
-def classify_uncached(sql: str | bytes) -> Classification:
+def classify_uncached(sql: object) -> Classification:
     """`classify` without the cache (benchmarks, tests)."""
     try:
         text = _as_text(sql)

@@ -11,10 +11,19 @@ APT    := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-reco
 PYTEST_ARGS ?=
 
 .PHONY: test demo lint typecheck unit integration system-deps venv cluster-up cluster-down \
-        cluster-status clean
+        cluster-status clean compile clean-compiled
 
+# The data-path modules mypyc compiles (proxy/compiled.py lists them; setup.py builds them).
+COMPILED_SOURCES := $(shell $(PYTHON) -c 'from proxy.compiled import COMPILED_MODULES as m, source_path as p; print(*map(p, m))')
+COMPILED_STAMP   := build/mypyc/.built
+
+# The unit tests run on the pure-Python modules first, then everything runs compiled, as
+# the container image ships it (--expect-build makes the tests check which one runs).
 test: system-deps venv lint typecheck lint-deploy ## lint, type-check and run the whole test suite
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory clean-compiled
+	$(BIN)/pytest tests/unit -q --expect-build=pure $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory compile
+	$(BIN)/pytest --expect-build=compiled $(PYTEST_ARGS)
 
 unit: venv ## the pure tests only (no servers)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
@@ -22,7 +31,7 @@ unit: venv ## the pure tests only (no servers)
 integration: system-deps venv ## the tests against the local cluster
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
-demo: system-deps venv ## start the local cluster and show it
+demo: system-deps venv compile ## start the local cluster and show it
 	$(BIN)/rwproxy demo
 
 lint: venv
@@ -42,9 +51,13 @@ cluster-down: venv
 	$(BIN)/rwproxy cluster down
 
 # System packages: MariaDB server and client, dnsmasq (the cluster DNS), sysbench (a real
-# client in the integration tests), python venv.
+# client in the integration tests), python venv, and a C compiler with the Python headers
+# for the compiled build (make compile).
 system-deps:
 	@missing=""; \
+	command -v gcc >/dev/null || missing="$$missing gcc libc6-dev"; \
+	$(PYTHON) -c 'import os, sysconfig; os.stat(sysconfig.get_paths()["include"] + "/Python.h")' \
+		2>/dev/null || missing="$$missing python3-dev"; \
 	[ -x /usr/sbin/mariadbd ] || command -v mariadbd >/dev/null || missing="$$missing mariadb-server"; \
 	command -v mariadb >/dev/null || missing="$$missing mariadb-client"; \
 	[ -x /usr/sbin/dnsmasq ] || command -v dnsmasq >/dev/null || missing="$$missing dnsmasq-base"; \
@@ -63,7 +76,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-clean:
+compile: $(COMPILED_STAMP) ## compile the data-path modules with mypyc, in place
+
+# Always a fresh build directory: mypyc's incremental state has crashed on a rebuild here.
+$(COMPILED_STAMP): $(STAMP) setup.py proxy/compiled.py $(COMPILED_SOURCES) | system-deps
+	rm -rf build/mypyc
+	RWPROXY_COMPILE=1 MYPY_CACHE_DIR=build/mypyc/cache $(BIN)/python setup.py -q build_ext \
+		--inplace -j 2 --build-temp build/mypyc/temp --build-lib build/mypyc/lib
+	touch $@
+
+clean-compiled: ## remove the compiled modules: back to pure Python
+	find proxy -name '*.so' -delete
+	rm -rf build/mypyc
+
+clean: clean-compiled
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
 
 # Validation of the Dockerfile, compose file and Kubernetes manifests (make lint-deploy).
@@ -72,3 +98,6 @@ include deploy/lint.mk
 # Benchmarks against direct, haproxy and rwproxy (make bench, make bench-quick).
 include bench/bench.mk
 include mk/hardening.mk
+
+# What is measured and fuzzed is the build the container image ships.
+bench bench-quick bench-profile fuzz soak: compile

@@ -32,6 +32,7 @@ import pymysql
 from bench import sysbench
 from bench.procs import steal_and_total_ticks
 from bench.targets import PRIMARY, REPO
+from proxy import compiled
 
 LOCK_PATH: Final = Path(tempfile.gettempdir()) / "rwproxy-integration.lock"
 REPLICAS: Final = (("127.0.0.11", 3306), ("127.0.0.12", 3306))
@@ -200,6 +201,7 @@ def machine_facts() -> dict[str, str]:
     return {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "rwproxy commit": _git_commit(),
+        "rwproxy build": compiled.describe(),
         "CPU": _cpu_model(),
         "cores": str(os.cpu_count()),
         "kernel": platform.release(),

@@ -42,6 +42,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from proxy import __version__, compiled
 from proxy.admin import status_snapshot
 from proxy.backend import tls_server_name
 from proxy.config import Config
@@ -286,6 +287,14 @@ def _signalled(sig: signal.Signals, handler: Callable[[], None]) -> None:
 
 def run_serve(config: Config, config_path: Path | None = None) -> int:
     setup_logging(config.log_level, config.log_format)
+    logger.info("rwproxy %s, %s", __version__, compiled.describe())
+    stale = compiled.stale_extensions()
+    if stale:
+        logger.warning(
+            "compiled modules older than their source run instead of it: %s "
+            "(make compile, or make clean-compiled for pure Python)",
+            ", ".join(stale),
+        )
     if config.workers == 1:
         return run_event_loop(serve(config, config_path))
     return run_workers(

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from proxy import __version__
+from proxy import __version__, compiled
 from proxy.config import ConfigError
 
 if TYPE_CHECKING:
@@ -22,7 +22,9 @@ if TYPE_CHECKING:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rwproxy", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"rwproxy {__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"rwproxy {__version__} ({compiled.describe()})"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the proxy")

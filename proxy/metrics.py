@@ -42,7 +42,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from proxy import __version__
+from proxy import __version__, compiled
 from proxy.protocol.constants import Command
 from proxy.topology.discovery import Resolution
 from proxy.topology.manager import PodChecker, PodSource
@@ -531,7 +531,7 @@ _GAUGES: Final[tuple[tuple[str, str, list[str]], ...]] = (
     ("rwproxy_client_transactions_open", "Client sessions inside a transaction", []),
     ("rwproxy_draining", "1 while the proxy is shutting down", []),
     ("rwproxy_config_info", "The configuration in use (version: its redacted hash)", ["version"]),
-    ("rwproxy_build_info", "rwproxy's version", ["version"]),
+    ("rwproxy_build_info", "rwproxy's version and build (compiled or pure)", ["version", "build"]),
     ("rwproxy_start_time_seconds", "When the proxy started, in seconds since the epoch", []),
 )
 _COUNTERS: Final = (
@@ -550,6 +550,7 @@ def _families() -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
 _STATES: Final = ("unknown", "up", "lagging", "replication_stopped", "down")
 _ROLES: Final = ("writer", "reader", "unused")
 _POOL_STATES: Final = ("idle", "in_use", "opening")
+_BUILD: Final = "compiled" if compiled.compiled_modules() else "pure"  # for rwproxy_build_info
 
 
 def _add_pods(f: _PodFamilies, status: ProxyStatus) -> None:
@@ -587,5 +588,5 @@ def _add_sessions(f: _PodFamilies, status: ProxyStatus, metrics: Metrics) -> Non
 def _add_process(f: _PodFamilies, status: ProxyStatus, metrics: Metrics) -> None:
     f["rwproxy_draining"].add_metric([], float(status.draining))
     f["rwproxy_config_info"].add_metric([status.config_version], 1)
-    f["rwproxy_build_info"].add_metric([__version__], 1)
+    f["rwproxy_build_info"].add_metric([__version__, _BUILD], 1)
     f["rwproxy_start_time_seconds"].add_metric([], metrics.started_at)

@@ -19,7 +19,12 @@ def test_multi_stage_build_on_a_pinned_slim_python(stages: list[Stage]) -> None:
         assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?", stage.image)
     builder = stages[0]
     assert builder.name == "builder"
-    assert any(re.search(r"pip install [^&]*\s\.(\s|$)", run) for run in builder.all("RUN"))
+    # The builder compiles a wheel from the source tree and installs that into the venv it
+    # hands over, then checks that every data-path module of it runs compiled.
+    (build,) = (run for run in builder.all("RUN") if "RWPROXY_COMPILE=1" in run)
+    assert re.search(r"pip wheel [^&]*\s\.(\s|$)", build)
+    assert re.search(r"/opt/rwproxy/bin/pip install [^&]*\.whl", build)
+    assert "c.compiled_modules() == list(c.COMPILED_MODULES)" in build
     copies = stages[-1].all("COPY")
     assert f"--from={builder.name} /opt/rwproxy /opt/rwproxy" in copies
 

@@ -13,6 +13,7 @@ import pytest
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from proxy import __version__, compiled
 from proxy.admin import PodStatus, PoolUse, ProxyStatus, SessionTotals
 from proxy.logs import JsonFormatter, SampledLog, TextFormatter, one_line, setup_logging
 from proxy.metrics import COMMAND_KEYWORDS, Metrics, ObservedChecker, ObservedDiscovery
@@ -175,6 +176,8 @@ def test_state_gauges_come_from_the_snapshot() -> None:
     assert sample(metrics, "rwproxy_writer_available") == 1
     assert sample(metrics, "rwproxy_client_transactions_open") == 2
     assert sample(metrics, "rwproxy_config_info", version="abc123") == 1
+    build = "compiled" if compiled.compiled_modules() else "pure"
+    assert sample(metrics, "rwproxy_build_info", version=__version__, build=build) == 1
     snapshots.append(status(writer=None, draining=True))
     assert sample(metrics, "rwproxy_writer_available") == 0
     assert sample(metrics, "rwproxy_draining") == 1

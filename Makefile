@@ -78,8 +78,10 @@ $(STAMP): pyproject.toml
 
 compile: $(COMPILED_STAMP) ## compile the data-path modules with mypyc, in place
 
-# Always a fresh build directory: mypyc's incremental state has crashed on a rebuild here.
+# Always from scratch: mypyc's incremental state has crashed on a rebuild here, and an old
+# extension of a module no longer compiled would shadow its source.
 $(COMPILED_STAMP): $(STAMP) setup.py proxy/compiled.py $(COMPILED_SOURCES) | system-deps
+	find proxy -name '*.so' -delete
 	rm -rf build/mypyc
 	RWPROXY_COMPILE=1 MYPY_CACHE_DIR=build/mypyc/cache $(BIN)/python setup.py -q build_ext \
 		--inplace -j 2 --build-temp build/mypyc/temp --build-lib build/mypyc/lib

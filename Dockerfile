@@ -46,12 +46,13 @@ COPY pyproject.toml README.md setup.py ./
 COPY proxy/ ./proxy/
 # mypyc type-checks what it compiles, so the build venv gets the dependencies too. Then a
 # compiled wheel, installed as a regular (not editable) package; pip also compiles the .pyc
-# files here, because the read-only final image cannot write them at run time. The last
-# command fails the build if any data-path module would run as pure Python.
+# files here, because the read-only final image cannot write them at run time. The check
+# fails the build if any data-path module of the installed package would run as pure Python
+# (-P: not the source tree in the working directory, which has no extensions).
 RUN /opt/build/bin/pip install . \
     && RWPROXY_COMPILE=1 /opt/build/bin/pip wheel --no-build-isolation --no-deps -w /wheels . \
     && /opt/rwproxy/bin/pip install --no-cache-dir /wheels/rwproxy-*.whl \
-    && /opt/rwproxy/bin/python -c "from proxy import compiled as c; \
+    && /opt/rwproxy/bin/python -P -c "from proxy import compiled as c; \
 assert c.compiled_modules() == list(c.COMPILED_MODULES), c.describe()" \
     && /opt/rwproxy/bin/rwproxy --version
 

@@ -11,11 +11,12 @@ APT    := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-reco
 PYTEST_ARGS ?=
 
 .PHONY: test demo lint typecheck unit integration system-deps venv cluster-up cluster-down \
-        cluster-status clean compile clean-compiled
+        cluster-status clean compile clean-compiled compile-deps
 
-# The data-path modules mypyc compiles (proxy/compiled.py lists them; setup.py builds them).
-COMPILED_SOURCES := $(shell $(PYTHON) -c 'from proxy.compiled import COMPILED_MODULES as m, source_path as p; print(*map(p, m))')
-COMPILED_STAMP   := build/mypyc/.built
+# mypyc compiles the modules proxy/compiled.py lists (setup.py); it also reads the types and
+# constants of the modules they import, so any source of the package triggers a rebuild.
+PROXY_SOURCES  := $(shell find proxy -name '*.py')
+COMPILED_STAMP := build/mypyc/.built
 
 # The unit tests run on the pure-Python modules first, then everything runs compiled, as
 # the container image ships it (--expect-build makes the tests check which one runs).
@@ -25,10 +26,10 @@ test: system-deps venv lint typecheck lint-deploy ## lint, type-check and run th
 	$(MAKE) --no-print-directory compile
 	$(BIN)/pytest --expect-build=compiled $(PYTEST_ARGS)
 
-unit: venv ## the pure tests only (no servers)
+unit: venv clean-compiled ## the pure tests only (no servers), on pure Python
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
-integration: system-deps venv ## the tests against the local cluster
+integration: system-deps venv compile ## the tests against the local cluster, compiled
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
 demo: system-deps venv compile ## start the local cluster and show it
@@ -50,14 +51,21 @@ cluster-status: venv
 cluster-down: venv
 	$(BIN)/rwproxy cluster down
 
-# System packages: MariaDB server and client, dnsmasq (the cluster DNS), sysbench (a real
-# client in the integration tests), python venv, and a C compiler with the Python headers
-# for the compiled build (make compile).
-system-deps:
+# A C compiler and the Python headers, for the compiled build (make compile).
+compile-deps:
 	@missing=""; \
 	command -v gcc >/dev/null || missing="$$missing gcc libc6-dev"; \
 	$(PYTHON) -c 'import os, sysconfig; os.stat(sysconfig.get_paths()["include"] + "/Python.h")' \
 		2>/dev/null || missing="$$missing python3-dev"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing system packages:$$missing"; \
+		$(SUDO) apt-get update -q && $(SUDO) $(APT) $$missing; \
+	fi
+
+# System packages: MariaDB server and client, dnsmasq (the cluster DNS), sysbench (a real
+# client in the integration tests), python venv; and compile-deps.
+system-deps: compile-deps
+	@missing=""; \
 	[ -x /usr/sbin/mariadbd ] || command -v mariadbd >/dev/null || missing="$$missing mariadb-server"; \
 	command -v mariadb >/dev/null || missing="$$missing mariadb-client"; \
 	[ -x /usr/sbin/dnsmasq ] || command -v dnsmasq >/dev/null || missing="$$missing dnsmasq-base"; \
@@ -80,9 +88,8 @@ compile: $(COMPILED_STAMP) ## compile the data-path modules with mypyc, in place
 
 # Always from scratch: mypyc's incremental state has crashed on a rebuild here, and an old
 # extension of a module no longer compiled would shadow its source.
-$(COMPILED_STAMP): $(STAMP) setup.py proxy/compiled.py $(COMPILED_SOURCES) | system-deps
-	find proxy -name '*.so' -delete
-	rm -rf build/mypyc
+$(COMPILED_STAMP): $(STAMP) setup.py $(PROXY_SOURCES) | compile-deps
+	$(MAKE) --no-print-directory clean-compiled
 	RWPROXY_COMPILE=1 MYPY_CACHE_DIR=build/mypyc/cache $(BIN)/python setup.py -q build_ext \
 		--inplace -j 2 --build-temp build/mypyc/temp --build-lib build/mypyc/lib
 	touch $@
@@ -101,5 +108,7 @@ include deploy/lint.mk
 include bench/bench.mk
 include mk/hardening.mk
 
-# What is measured and fuzzed is the build the container image ships.
-bench bench-quick bench-profile fuzz soak: compile
+# What is measured and fuzzed is the build the container image ships. (bench-profile runs
+# whichever build is in place: py-spy sees compiled functions only as their callers' time,
+# so `make clean-compiled bench-profile` shows the data path function by function.)
+bench bench-quick fuzz soak: compile

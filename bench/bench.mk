@@ -1,5 +1,7 @@
-# Benchmarks (bench/run.py). Include from the Makefile with `include bench/bench.mk`, or run
-# standalone from the repository root: `make -f bench/bench.mk bench-quick`.
+# Benchmarks (bench/run.py). Include from the Makefile with `include bench/bench.mk` (there
+# they run on the compiled build, `make compile` first), or run standalone from the
+# repository root on whichever build is in place: `make -f bench/bench.mk bench-quick`.
+# The report's facts say which build ran.
 #   make bench         full suite (~25 min), report in bench/results/<date>-full.md
 #   make bench-quick   point_select at 1 and 8 threads, short runs (< 3 min)
 #   make bench BENCH_ARGS="--rounds 5 --no-profile"

@@ -7,9 +7,11 @@ proxy was on a CPU. py-spy pauses the proxy for each sample (``--nonblocking`` w
 then stacks come out torn); at 200 Hz that costs the proxy a few percent, which the report
 shows as the QPS measured while profiling.
 
-uvloop is C and not seen (no ``--native``): time in its code is charged to the Python line
-that called into it, so ``transport.write()`` (the send syscall) shows as the self time of the
-line that calls it, and the loop's own work (epoll, reads, scheduling) as ``Runner.run``.
+uvloop is C and not seen (no ``--native``), nor are the modules mypyc compiled (make bench
+runs the compiled build; `make clean-compiled bench-profile` profiles the pure one, function
+by function): time in their code is charged to the Python line that called into it, so
+``transport.write()`` (the send syscall) shows as the self time of the line that calls it,
+and the loop's own work (epoll, reads, scheduling) as ``Runner.run``.
 The frames every stack shares (runpy, cli, app, the loop runner) are left out of the
 inclusive table: they would top it at ~100 % and say nothing.
 

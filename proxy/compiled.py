@@ -2,20 +2,23 @@
 
 The per-statement and per-connection path (framing, response tracking, classification,
 the session, both connection protocols) can be compiled to C extensions by mypyc from the
-same typed source (`make compile`, `RWPROXY_COMPILE=1 pip install .`; see setup.py). The
+same typed source (`make compile` in place, or a compiled wheel: see setup.py). The
 container image ships compiled; a plain `pip install` runs the same code as pure Python.
-Measured on the benchmark machine (sysbench point_select, 8 threads, writer-only): 25 %
-less proxy user CPU and 14 % less CPU per statement than pure Python.
+Measured on the benchmark machine (sysbench point_select, 8 threads, writer-only, 3
+interleaved runs): 20 % less proxy user CPU and 14 % less CPU per statement than pure
+Python (commit 97b4916).
 
 An in-place build leaves `*.so` files next to the sources, and Python imports an extension
 before a `.py` of the same name: after an edit, the old compiled code would run. So the
-proxy says at start which build it runs, and warns (the tests refuse) when an extension is
-older than its source.
+proxy says at start which build it runs, and in a checkout warns (the tests refuse) when an
+extension is older than its source or belongs to no module of the list.
 
 Left pure: `pool` (per session, not per statement; its tests hand it stand-in
-connections, which compiled code rejects), `server` (asyncio's stubs type values uvloop
-returns differently, which compiled code checks), `protocol.commands` (its ClassVar
-fields in slotted dataclasses), and everything that is not on the data path.
+connections, which compiled code rejects), `server` and `metrics` (compiled, no measurable
+gain; and uvloop returns a list where asyncio's stubs say tuple, which compiled code
+checks), `logs` (a compiled logging.Handler breaks logging's weak references),
+`protocol.commands` (ClassVar fields in slotted dataclasses), and everything that is not
+on the data path.
 """
 
 from __future__ import annotations
@@ -63,22 +66,52 @@ def _is_extension(path: str | None) -> bool:
     return path is not None and path.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
 
 
+_PACKAGE_DIR: Final = os.path.dirname(os.path.abspath(__file__))
+
+
 def compiled_modules(modules: Sequence[str] = COMPILED_MODULES) -> list[str]:
     """Those of `modules` that import from a compiled extension here."""
     return [m for m in modules if _is_extension(_spec_origin(m))]
 
 
-def stale_extensions(modules: Sequence[str] = COMPILED_MODULES) -> list[str]:
-    """Those of `modules` whose compiled extension is older than the `.py` beside it."""
+def build_label() -> str:
+    """`compiled` (every module of the list), `partial` or `pure`: rwproxy_build_info's label."""
+    count = len(compiled_modules())
+    if count == 0:
+        return "pure"
+    return "compiled" if count == len(COMPILED_MODULES) else "partial"
+
+
+def stale_extensions(
+    package_dir: str = _PACKAGE_DIR, modules: Sequence[str] = COMPILED_MODULES
+) -> list[str]:
+    """Extensions in a source checkout that run instead of newer code: older than the `.py`
+    beside them, or left from a module no longer in `modules`.
+
+    Only a checkout (a pyproject.toml beside the package) is checked: pip does not keep
+    modification times when it installs a wheel, so there they would mean nothing.
+    """
+    root = os.path.dirname(package_dir)
+    if not os.path.exists(os.path.join(root, "pyproject.toml")):
+        return []
     stale = []
-    for module in modules:
-        origin = _spec_origin(module)
-        if origin is None or not _is_extension(origin):
-            continue
-        source = os.path.join(os.path.dirname(origin), module.rpartition(".")[2] + ".py")
-        if os.path.exists(source) and os.path.getmtime(source) > os.path.getmtime(origin):
-            stale.append(module)
-    return stale
+    for folder, _, names in os.walk(package_dir):
+        for name in names:
+            suffix = next(
+                (s for s in importlib.machinery.EXTENSION_SUFFIXES if name.endswith(s)), ""
+            )
+            if not suffix or name.endswith("__mypyc" + suffix):  # mypyc's companion library
+                continue
+            extension = os.path.join(folder, name)
+            stem = extension[: -len(suffix)]
+            module = os.path.relpath(stem, root).replace(os.sep, ".")
+            source = stem + ".py"
+            newer = os.path.exists(source) and os.path.getmtime(source) > os.path.getmtime(
+                extension
+            )
+            if module not in modules or newer:
+                stale.append(module)
+    return sorted(stale)
 
 
 def describe() -> str:

@@ -550,7 +550,7 @@ def _families() -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
 _STATES: Final = ("unknown", "up", "lagging", "replication_stopped", "down")
 _ROLES: Final = ("writer", "reader", "unused")
 _POOL_STATES: Final = ("idle", "in_use", "opening")
-_BUILD: Final = "compiled" if compiled.compiled_modules() else "pure"  # for rwproxy_build_info
+_BUILD: Final = compiled.build_label()  # for rwproxy_build_info
 
 
 def _add_pods(f: _PodFamilies, status: ProxyStatus) -> None:

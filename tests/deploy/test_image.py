@@ -29,6 +29,12 @@ def test_multi_stage_build_on_a_pinned_slim_python(stages: list[Stage]) -> None:
     assert f"--from={builder.name} /opt/rwproxy /opt/rwproxy" in copies
 
 
+def test_the_image_is_compiled_by_the_mypy_the_tests_use() -> None:
+    """make test checks the compiled build of the dev extras' mypy: the image uses the same."""
+    (pinned,) = re.findall(r'"mypy==([^"]+)"', (REPO / "pyproject.toml").read_text())
+    assert f"ARG MYPY_VERSION={pinned}" in (REPO / "Dockerfile").read_text()
+
+
 def test_entrypoint_runs_rwproxy_serve(final_stage: Stage) -> None:
     command = final_stage.exec_form("ENTRYPOINT") + final_stage.exec_form("CMD")
     assert command == ["rwproxy", "serve"]

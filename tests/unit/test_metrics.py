@@ -176,7 +176,7 @@ def test_state_gauges_come_from_the_snapshot() -> None:
     assert sample(metrics, "rwproxy_writer_available") == 1
     assert sample(metrics, "rwproxy_client_transactions_open") == 2
     assert sample(metrics, "rwproxy_config_info", version="abc123") == 1
-    build = "compiled" if compiled.compiled_modules() else "pure"
+    build = compiled.build_label()
     assert sample(metrics, "rwproxy_build_info", version=__version__, build=build) == 1
     snapshots.append(status(writer=None, draining=True))
     assert sample(metrics, "rwproxy_writer_available") == 0

@@ -7,11 +7,12 @@
 # Two stages: the builder compiles the data-path modules with mypyc (proxy/compiled.py,
 # setup.py; the C compiler and mypy stay in this stage) and installs the package and its
 # dependencies into a venv (every dependency has wheels for linux/amd64 and linux/arm64);
-# the final stage copies that venv onto a clean base. The final image runs as an unprivileged numeric user and writes nothing outside
-# /tmp, so it runs with a read-only root filesystem. The configuration is read from
-# $RWPROXY_CONFIG (default: /etc/rwproxy/rwproxy.yaml, a copy of config/kubernetes.yaml that
-# a mounted ConfigMap or bind mount replaces); passwords come from files mounted at
-# /etc/rwproxy/secrets/, never from the image.
+# the final stage copies that venv onto a clean base. The final image runs as an
+# unprivileged numeric user and writes nothing outside /tmp, so it runs with a read-only
+# root filesystem. The configuration is read from $RWPROXY_CONFIG (default:
+# /etc/rwproxy/rwproxy.yaml, a copy of config/kubernetes.yaml that a mounted ConfigMap or
+# bind mount replaces); passwords come from files mounted at /etc/rwproxy/secrets/, never
+# from the image.
 #
 # Keep in sync: EXPOSE and HEALTHCHECK follow `listen` and `http` in config/kubernetes.yaml
 # (tests/deploy/test_image.py checks this).
@@ -26,7 +27,8 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_ROOT_USER_ACTION=ignore
 
-# mypy version that compiles the image (the dev extras allow a range; the image pins one).
+# The mypy that compiles the image: the dev extras' pin, which `make test` compiles with
+# (tests/deploy/test_image.py keeps the two equal).
 ARG MYPY_VERSION=2.4.1
 
 # Unpinned on purpose: only the compiler's output reaches the image, and a pinned Debian

@@ -187,7 +187,7 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def _git_commit() -> str:
+def git_commit() -> str:
     def git(*args: str) -> str:
         done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
         return done.stdout.strip()
@@ -200,7 +200,7 @@ def machine_facts() -> dict[str, str]:
     ((mariadb,),) = _execute(PRIMARY, "SELECT VERSION()")
     return {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "rwproxy commit": _git_commit(),
+        "rwproxy commit": git_commit(),
         "rwproxy build": compiled.describe(),
         "CPU": _cpu_model(),
         "cores": str(os.cpu_count()),

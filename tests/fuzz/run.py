@@ -43,6 +43,7 @@ from typing import Final
 
 from bench import lab, procs, targets
 from bench.report import fresh_path
+from proxy import compiled
 from tests.fuzz import baseline, client, inputs
 from tests.fuzz.inputs import FuzzInput
 
@@ -188,6 +189,8 @@ def report(
         f"**{verdict}**: {tally.inputs:,} inputs in {seconds:.0f} s ({rate:.0f} inputs/s; "
         f"1 M inputs would take {hours:.1f} h), {args.workers} workers, seed {args.seed}, "
         f"quiet {args.quiet:g} s, bound {args.bound:g} s, liveness every {args.check_every}.",
+        "",
+        f"rwproxy commit {lab.git_commit()}; {compiled.describe()}.",
         "",
         "## Endings by family",
         "",

@@ -29,6 +29,8 @@ import os
 from collections.abc import Sequence
 from typing import Final
 
+_PACKAGE_DIR: Final = os.path.dirname(os.path.abspath(__file__))
+
 #: The modules setup.py compiles when RWPROXY_COMPILE=1 (dotted names under `proxy`).
 COMPILED_MODULES: Final = (
     "proxy.protocol.auth",
@@ -64,9 +66,6 @@ def _spec_origin(module: str) -> str | None:
 
 def _is_extension(path: str | None) -> bool:
     return path is not None and path.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
-
-
-_PACKAGE_DIR: Final = os.path.dirname(os.path.abspath(__file__))
 
 
 def compiled_modules(modules: Sequence[str] = COMPILED_MODULES) -> list[str]:
@@ -106,10 +105,9 @@ def stale_extensions(
             stem = extension[: -len(suffix)]
             module = os.path.relpath(stem, root).replace(os.sep, ".")
             source = stem + ".py"
-            newer = os.path.exists(source) and os.path.getmtime(source) > os.path.getmtime(
-                extension
-            )
-            if module not in modules or newer:
+            built = os.path.getmtime(extension)
+            edited = os.path.exists(source) and os.path.getmtime(source) > built
+            if module not in modules or edited:
                 stale.append(module)
     return sorted(stale)
 

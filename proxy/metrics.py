@@ -531,7 +531,11 @@ _GAUGES: Final[tuple[tuple[str, str, list[str]], ...]] = (
     ("rwproxy_client_transactions_open", "Client sessions inside a transaction", []),
     ("rwproxy_draining", "1 while the proxy is shutting down", []),
     ("rwproxy_config_info", "The configuration in use (version: its redacted hash)", ["version"]),
-    ("rwproxy_build_info", "rwproxy's version and build (compiled or pure)", ["version", "build"]),
+    (
+        "rwproxy_build_info",
+        "rwproxy's version and build (compiled, partial or pure)",
+        ["version", "build"],
+    ),
     ("rwproxy_start_time_seconds", "When the proxy started, in seconds since the epoch", []),
 )
 _COUNTERS: Final = (

@@ -124,8 +124,17 @@ def check_free() -> None:
 
 
 def _start(files: DnsFiles, dnsmasq: str) -> int:
-    """Start dnsmasq in the foreground (so the spawned PID is the server) and wait for answers."""
-    check_free()
+    """Start dnsmasq in the foreground (so the spawned PID is the server) and wait for answers.
+
+    The port may still be held for a moment by the dnsmasq `publish` just stopped: a CI run
+    saw "127.0.0.2:5353/udp is already in use" right after a restart, once in many
+    thousands, so wait for it (bounded) rather than fail at once."""
+    process.wait_free(
+        spec.DNS_ADDRESS,
+        spec.DNS_PORT,
+        (socket.SOCK_DGRAM, socket.SOCK_STREAM),
+        STOP_TIMEOUT_SECONDS,
+    )
     logger.info("starting dnsmasq on %s:%d", spec.DNS_ADDRESS, spec.DNS_PORT)
     pid = process.spawn([dnsmasq, files.marker, "--keep-in-foreground"], files.log)
     answering = process.wait_until(

@@ -167,6 +167,14 @@ def is_free(address: str, port: int, kind: socket.SocketKind = socket.SOCK_STREA
     return True
 
 
+def wait_free(address: str, port: int, kinds: Sequence[socket.SocketKind], timeout: float) -> None:
+    """`ensure_free` for each kind, after waiting up to `timeout` for a holder that is on
+    its way out (a daemon we just stopped can hold its port a moment longer)."""
+    wait_until(lambda: all(is_free(address, port, kind) for kind in kinds), timeout)
+    for kind in kinds:
+        ensure_free(address, port, kind)
+
+
 def ensure_free(address: str, port: int, kind: socket.SocketKind = socket.SOCK_STREAM) -> None:
     """Fail up front, naming the address, rather than leave a daemon to die on bind."""
     if not is_free(address, port, kind):

@@ -64,8 +64,13 @@ def _spec_origin(module: str) -> str | None:
     return spec.origin if spec is not None else None
 
 
+def _extension_suffix(path: str) -> str:
+    """The suffix that makes `path` a C extension ('.cpython-311-x86_64-linux-gnu.so'), or ''."""
+    return next((s for s in importlib.machinery.EXTENSION_SUFFIXES if path.endswith(s)), "")
+
+
 def _is_extension(path: str | None) -> bool:
-    return path is not None and path.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
+    return path is not None and bool(_extension_suffix(path))
 
 
 def compiled_modules(modules: Sequence[str] = COMPILED_MODULES) -> list[str]:
@@ -96,9 +101,7 @@ def stale_extensions(
     stale = []
     for folder, _, names in os.walk(package_dir):
         for name in names:
-            suffix = next(
-                (s for s in importlib.machinery.EXTENSION_SUFFIXES if name.endswith(s)), ""
-            )
+            suffix = _extension_suffix(name)
             if not suffix or name.endswith("__mypyc" + suffix):  # mypyc's companion library
                 continue
             extension = os.path.join(folder, name)

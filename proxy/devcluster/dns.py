@@ -117,10 +117,11 @@ def _current_config(files: DnsFiles) -> str | None:
         return None
 
 
-def check_free() -> None:
-    """DNS needs its address and port for both UDP and TCP."""
-    process.ensure_free(spec.DNS_ADDRESS, spec.DNS_PORT, socket.SOCK_DGRAM)
-    process.ensure_free(spec.DNS_ADDRESS, spec.DNS_PORT, socket.SOCK_STREAM)
+def check_free(wait: float = 0.0) -> None:
+    """DNS needs its address and port for both UDP and TCP; `wait` up to that many seconds
+    for a holder on its way out."""
+    sockets = (socket.SOCK_DGRAM, socket.SOCK_STREAM)
+    process.wait_free(spec.DNS_ADDRESS, spec.DNS_PORT, sockets, wait)
 
 
 def _start(files: DnsFiles, dnsmasq: str) -> int:
@@ -129,12 +130,7 @@ def _start(files: DnsFiles, dnsmasq: str) -> int:
     The port may still be held for a moment by the dnsmasq `publish` just stopped: a CI run
     saw "127.0.0.2:5353/udp is already in use" right after a restart, once in many
     thousands, so wait for it (bounded) rather than fail at once."""
-    process.wait_free(
-        spec.DNS_ADDRESS,
-        spec.DNS_PORT,
-        (socket.SOCK_DGRAM, socket.SOCK_STREAM),
-        STOP_TIMEOUT_SECONDS,
-    )
+    check_free(wait=STOP_TIMEOUT_SECONDS)
     logger.info("starting dnsmasq on %s:%d", spec.DNS_ADDRESS, spec.DNS_PORT)
     pid = process.spawn([dnsmasq, files.marker, "--keep-in-foreground"], files.log)
     answering = process.wait_until(

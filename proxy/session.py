@@ -48,7 +48,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, final
 
 from proxy import tls
 from proxy.auth_guard import blocked_error, blocked_greeting
@@ -720,8 +720,9 @@ class Session:
         outcome = tracker.outcome
         failed = outcome is not None and bool(outcome.error_code)
         metrics = self.ctx.metrics
-        metrics.statement(target, conn.endpoint.pod, command, c.first_keyword)
-        metrics.statement_done(target, seconds, failed)
+        metrics.statements.record(target, conn.endpoint.pod, command, c.first_keyword, seconds)
+        if failed:
+            metrics.error_kind("server")
         _statement_log.debug(
             "session %d: %s %s on %s (%s) %.2f ms",
             self.connection_id,
@@ -1189,16 +1190,28 @@ class Session:
         self.client.write(frame(payload, seq))
 
 
-@dataclass(slots=True)
+@final
 class _FastStatement:
-    """A statement in flight on the fast path."""
+    """A statement in flight on the fast path. (A plain class: one is built per statement,
+    and compiled only a plain class gets a native constructor; see `Packet`.)"""
 
-    packet: Packet
-    c: Classification
-    decision: RouteDecision
-    conn: BackendConnection
-    started: float
-    bytes_out: int  # the client's byte count when it was sent: did any reply go out?
+    __slots__ = ("bytes_out", "c", "conn", "decision", "packet", "started")
+
+    def __init__(
+        self,
+        packet: Packet,
+        c: Classification,
+        decision: RouteDecision,
+        conn: BackendConnection,
+        started: float,
+        bytes_out: int,  # the client's byte count when it was sent: did any reply go out?
+    ) -> None:
+        self.packet: Final = packet
+        self.c: Final = c
+        self.decision: Final = decision
+        self.conn: Final = conn
+        self.started: Final = started
+        self.bytes_out: Final = bytes_out
 
 
 # Session.route's memory: (id(classification), session state) -> (classification, decision).

@@ -53,7 +53,7 @@ import logging
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Final, final
 
 from proxy.protocol import codec
 from proxy.protocol.constants import (
@@ -127,9 +127,10 @@ class OutcomeKind(enum.Enum):
     LOCAL_INFILE_REQUESTED = enum.auto()  # provisional: waiting for the client's file
 
 
-class ResponseOutcome(NamedTuple):
-    """How a reply ended. (A NamedTuple, not a frozen dataclass: one is built per
-    statement, and a frozen dataclass's __init__ costs 3x as much.)
+@final
+class ResponseOutcome:
+    """How a reply ended. (A plain class with Final attributes: one is built per
+    statement, and compiled only a plain class gets a native constructor; see `Packet`.)
 
     `status` is the ServerStatus of the last OK/EOF of this reply (the truth for
     SERVER_STATUS_IN_TRANS, AUTOCOMMIT, CURSOR_EXISTS); None when no packet of the reply
@@ -139,14 +140,60 @@ class ResponseOutcome(NamedTuple):
     packet, for the session to parse session-state changes or the error message from.
     """
 
-    kind: OutcomeKind
-    status: int | None  # ServerStatus bits, as a plain int
-    warnings: int
-    error_code: int | None
-    payload: builtins.bytes
-    result_sets: int
-    rows: int
-    bytes: int
+    __slots__ = (
+        "bytes",
+        "error_code",
+        "kind",
+        "payload",
+        "result_sets",
+        "rows",
+        "status",
+        "warnings",
+    )
+
+    def __init__(
+        self,
+        kind: OutcomeKind,
+        status: int | None,  # ServerStatus bits, as a plain int
+        warnings: int,
+        error_code: int | None,
+        payload: builtins.bytes,
+        result_sets: int,
+        rows: int,
+        bytes: int,
+    ) -> None:
+        self.kind: Final = kind
+        self.status: Final = status
+        self.warnings: Final = warnings
+        self.error_code: Final = error_code
+        self.payload: Final = payload
+        self.result_sets: Final = result_sets
+        self.rows: Final = rows
+        self.bytes: Final = bytes
+
+    def _fields(self) -> tuple[object, ...]:
+        return (
+            self.kind,
+            self.status,
+            self.warnings,
+            self.error_code,
+            self.payload,
+            self.result_sets,
+            self.rows,
+            self.bytes,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ResponseOutcome):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __repr__(self) -> str:
+        return (
+            f"ResponseOutcome(kind={self.kind.name}, status={self.status}, "
+            f"warnings={self.warnings}, error_code={self.error_code}, payload={self.payload!r}, "
+            f"result_sets={self.result_sets}, rows={self.rows}, bytes={self.bytes})"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -729,7 +776,7 @@ class ResponseTracker:
         self._state = ResponseState.DONE
 
     def _make_outcome(self) -> ResponseOutcome:
-        return ResponseOutcome(  # positional: a tuple is built faster that way
+        return ResponseOutcome(
             self._final_kind,
             self._status,
             self._warnings,

@@ -117,6 +117,8 @@ def test_counters_move_with_traffic_to_writer_and_replicas(
     with connect(proxy, cluster) as reader, reader.cursor() as cur:
         for _ in range(10):
             cur.execute(f"SELECT COUNT(*) FROM {table}")
+        with pytest.raises(pymysql.err.ProgrammingError):
+            cur.execute(f"SELECT * FROM {table}_missing")  # the pod answers ERR 1146
         during = scrape(proxy)
     after = scrape(proxy)
 
@@ -127,8 +129,9 @@ def test_counters_move_with_traffic_to_writer_and_replicas(
     replica_reads = sum(
         delta("rwproxy_statements_total", route="reader", pod=pod) for pod in cluster.replicas
     )
-    assert replica_reads >= 10
-    assert delta("rwproxy_commands_total") >= 16
+    assert replica_reads >= 11
+    assert delta("rwproxy_commands_total") >= 17
+    assert delta("rwproxy_errors_total", kind="server") == 1
     assert delta("rwproxy_client_connections_total") >= 2
     assert delta("rwproxy_client_sent_bytes_total") > 0
     # pool gauges while the reading session held its replica connection

@@ -435,7 +435,7 @@ async def test_http_healthz_and_readyz() -> None:
 
 async def test_http_metrics_parse() -> None:
     async with serving() as (ctx, port):
-        ctx.metrics.statement("writer", "mysql-0", 3, "insert")
+        ctx.metrics.statements.record("writer", "mysql-0", 3, "insert", 0.001)
         status, headers, body = await fetch(port, "/metrics")
         assert status == 200 and headers["content-type"].startswith("text/plain")
         names = {f.name for f in text_string_to_metric_families(body.decode())}

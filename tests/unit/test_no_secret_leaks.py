@@ -217,9 +217,9 @@ def test_metrics_exposition_has_no_secret_and_no_statement_text() -> None:
     ctx, endpoints = probes()
     metrics = ctx.metrics
     literal = "card_number_4111111111111111"
-    metrics.statement(Target.WRITER, "mysql-0", int(Command.COM_QUERY), "insert")
-    metrics.statement(Target.WRITER, "mysql-0", int(Command.COM_QUERY), literal)
-    metrics.statement(Target.WRITER, "mysql-0", int(Command.COM_QUERY), APP_PASSWORD)
+    metrics.statements.record(Target.WRITER, "mysql-0", int(Command.COM_QUERY), "insert", 0.001)
+    metrics.statements.record(Target.WRITER, "mysql-0", int(Command.COM_QUERY), literal, 0.001)
+    metrics.statements.record(Target.WRITER, "mysql-0", int(Command.COM_QUERY), APP_PASSWORD, 0.001)
     metrics.refused("auth_failed")
     text = endpoints.metrics(Request("GET", "/metrics", {})).body.decode()
     assert 'command="insert"' in text and 'command="other"' in text

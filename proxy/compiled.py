@@ -16,9 +16,9 @@ extension is older than its source or belongs to no module of the list.
 Left pure: `pool` (per session, not per statement; its tests hand it stand-in
 connections, which compiled code rejects), `server` and `metrics` (compiled, no measurable
 gain; and uvloop returns a list where asyncio's stubs say tuple, which compiled code
-checks; what every statement records is in `stats`, which is compiled), `logs` (a compiled logging.Handler breaks logging's weak references),
-`protocol.commands` (ClassVar fields in slotted dataclasses), and everything that is not
-on the data path.
+checks; what every statement records lives in `stats`, which is compiled), `logs` (a
+compiled logging.Handler breaks logging's weak references), `protocol.commands` (ClassVar
+fields in slotted dataclasses), and everything that is not on the data path.
 """
 
 from __future__ import annotations

@@ -94,6 +94,7 @@ _INSECURE = (
     "Connections using insecure transport are prohibited while --require_secure_transport=ON."
 )
 _AUTOCOMMIT = int(ServerStatus.SERVER_STATUS_AUTOCOMMIT)
+_WIRE_CAPABILITIES: Final = int(WIRE_CAPABILITIES)  # an int: IntFlag operators are interpreted
 FIELD_LIST = Classification(StatementKind.READ, "COM_FIELD_LIST reads metadata")
 KILL_STATEMENT = re.compile(
     rb"\s*KILL\s+(?:(?:HARD|SOFT)\s+)?(CONNECTION\s+|QUERY\s+)?(\d+)\s*;?\s*\Z", re.IGNORECASE
@@ -320,7 +321,7 @@ class Session:
         self.ctx.remember_credential(event.username, event.backend_credential)
         self.key = PoolKey(
             event.username,
-            int(self.capabilities & WIRE_CAPABILITIES),
+            int(event.capabilities) & _WIRE_CAPABILITIES,
             event.character_set,
         )
 

@@ -302,7 +302,7 @@ def _read_status_and_warnings(
 
 
 def _read_tracked_info(
-    payload: Buffer, pos: int, status: ServerStatus
+    payload: Buffer, pos: int, status: int
 ) -> tuple[bytes, tuple[SessionStateChange, ...]]:
     info = b""
     if pos < len(payload):  # the info string is left out when it is empty and nothing changed
@@ -329,15 +329,15 @@ def parse_ok(payload: Buffer, caps: int) -> OkPacket:
     return OkPacket(affected_rows, last_insert_id, status, warnings, info, state)
 
 
-def _write_status_and_warnings(status: ServerStatus, warnings: int, caps: int) -> bytes:
+def _write_status_and_warnings(status: int, warnings: int, caps: int) -> bytes:
     if caps & _PROTOCOL_41:
-        return write_int(int(status), 2) + write_int(warnings, 2)
+        return write_int(status, 2) + write_int(warnings, 2)
     if caps & _TRANSACTIONS:
-        return write_int(int(status), 2)
+        return write_int(status, 2)
     return b""
 
 
-def _write_tracked_info(ok: OkPacket, status: ServerStatus) -> bytes:
+def _write_tracked_info(ok: OkPacket, status: int) -> bytes:
     # Same rule as the server's net_send_ok(): info only when non-empty or state changed.
     changed = bool(status & _SESSION_STATE_CHANGED)
     out = write_lenenc_bytes(ok.info) if changed or ok.info else b""
@@ -352,7 +352,7 @@ def build_ok(ok: OkPacket, caps: int, header: int = OK_HEADER) -> bytes:
     With CLIENT_SESSION_TRACK, a non-empty `session_state` sets SERVER_SESSION_STATE_CHANGED;
     without it, `session_state` cannot be sent and is dropped.
     """
-    status = ok.status
+    status = int(ok.status)
     if ok.session_state and caps & _SESSION_TRACK:
         status |= _SESSION_STATE_CHANGED
     out = (

@@ -108,6 +108,9 @@ class ProxyContext:
         self.config = config
         self.tls = tls if tls is not None else TlsContexts.from_config(config)
         self.manager = topology
+        # The manager's latest snapshot, kept here by `_topology_changed`: sessions read it
+        # for every statement, and an attribute costs less than a call into the manager.
+        self.current_topology = topology.current
         self.metrics = metrics or Metrics()
         self.draining = False
         self.sessions: dict[int, Session] = {}
@@ -140,7 +143,7 @@ class ProxyContext:
     # -- topology ---------------------------------------------------------------------
 
     def topology(self) -> Topology:
-        return self.manager.current
+        return self.current_topology
 
     async def wait_for_writer(self, within: float | None = None) -> Endpoint:
         """The writer, waiting up to `within` seconds (default: `writer_wait_timeout`)."""
@@ -203,6 +206,7 @@ class ProxyContext:
     def _topology_changed(self, old: Topology, new: Topology) -> None:
         """Retire pools of pods that moved or left, and of a writer that is no longer
         the writer (demoted, read_only=1): its pooled connections must not serve writes."""
+        self.current_topology = new
         for pod, endpoint in old.pods.items():
             if new.pods.get(pod) != endpoint:
                 logger.info("pod %s left %s: retiring its pools", pod, endpoint.address)

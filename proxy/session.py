@@ -529,9 +529,10 @@ class Session:
             if held is None:
                 return None
             conn = held.conn
-            topology = self.ctx.topology()
+            topology = self.ctx.current_topology
             if target is Target.WRITER:
-                if conn.endpoint != topology.writer:
+                writer = topology.writer  # the same object, unless the topology changed since
+                if conn.endpoint is not writer and conn.endpoint != writer:
                     return None
             elif conn.endpoint not in topology.readers or (
                 self._unconfirmed_write and self.ctx.config.routing.read_your_writes != "off"
@@ -630,7 +631,7 @@ class Session:
         remembered); tests/unit/routing/test_router.py fails when SessionView grows."""
         if self.state.pins:
             return route(c, self.view())
-        topology = self.ctx.topology()
+        topology = self.ctx.current_topology
         txn = self._txn
         key = (
             id(c),
@@ -652,7 +653,7 @@ class Session:
         return decision
 
     def view(self) -> SessionView:
-        topology = self.ctx.topology()
+        topology = self.ctx.current_topology
         return SessionView(
             in_transaction=self._txn is not None,
             transaction_on_reader=self._txn is not None
@@ -724,15 +725,16 @@ class Session:
         metrics.statements.record(target, conn.endpoint.pod, command, c.first_keyword, seconds)
         if failed:
             metrics.error_kind("server")
-        _statement_log.debug(
-            "session %d: %s %s on %s (%s) %.2f ms",
-            self.connection_id,
-            c.first_keyword,
-            target.value,
-            conn.endpoint.pod,
-            decision.rule,
-            seconds * 1000,
-        )
+        if logger.isEnabledFor(logging.DEBUG):  # first: the line's arguments cost as much
+            _statement_log.debug(
+                "session %d: %s %s on %s (%s) %.2f ms",
+                self.connection_id,
+                c.first_keyword,
+                target.value,
+                conn.endpoint.pod,
+                decision.rule,
+                seconds * 1000,
+            )
         self._after(conn, c, outcome)
 
     async def _relay(
@@ -938,7 +940,7 @@ class Session:
         return await self._writer_conn(), Target.WRITER
 
     async def _writer_conn(self) -> BackendConnection:
-        endpoint = self.ctx.topology().writer
+        endpoint = self.ctx.current_topology.writer
         held = self._writer
         if held is not None and (held.conn.broken or held.conn.endpoint != endpoint):
             if self.state.pins:
@@ -964,7 +966,7 @@ class Session:
         deadline = loop.time() + self.ctx.config.routing.writer_wait_timeout_seconds
         pause = _WRITER_RETRY_FIRST_PAUSE
         while True:
-            endpoint = self.ctx.topology().writer
+            endpoint = self.ctx.current_topology.writer
             if endpoint is None:
                 endpoint = await self.ctx.wait_for_writer(deadline - loop.time())
             try:
@@ -976,7 +978,7 @@ class Session:
             pause = min(pause * 2, _WRITER_RETRY_MAX_PAUSE)
 
     async def _reader_conn(self, avoid: Endpoint | None = None) -> BackendConnection | None:
-        readers = tuple(r for r in self.ctx.topology().readers if r != avoid)
+        readers = tuple(r for r in self.ctx.current_topology.readers if r != avoid)
         held = self._reader
         if held is not None and (held.conn.broken or held.conn.endpoint not in readers):
             self._release(held)

@@ -374,7 +374,7 @@ def _failures(results: Results) -> list[str]:
 class Goal:
     what: str
     value: float | None
-    unit: str  # "x" for a ratio, else " MiB" / " KiB"
+    unit: str  # "x" for a ratio, " ms", " MiB" or " KiB"
     limit: float
     at_least: bool  # True: value >= limit; False: value <= limit (< for strict)
     strict: bool = False
@@ -395,13 +395,49 @@ def _find(rows: Sequence[Row], workload: str, threads: int, target: str) -> Row 
 
 
 def _sysbench_goals(results: Results) -> list[Goal]:
-    row = _find(summarize(results.samples, results.targets), "point_select", 8, WRITER_ONLY)
+    rows = summarize(results.samples, results.targets)
+    row = _find(rows, "point_select", 8, WRITER_ONLY)
     qps = row.x_haproxy if row else None
     cpu = row.cpu_x_haproxy if row else None
     return [
         Goal("writer-only point_select t8 QPS vs haproxy >= 0.9x", qps, "x", 0.9, True),
         Goal("writer-only point_select t8 CPU/stmt vs haproxy <= 1.3x", cpu, "x", 1.3, False),
+        Goal(
+            "routing point_select t8 QPS vs writer-only >= 1.0x",
+            _rate_ratio(_find(rows, "point_select", 8, ROUTING), row),
+            "x",
+            1.0,
+            True,
+        ),
+        *_latency_goals(rows),
     ]
+
+
+def _latency_goals(rows: Sequence[Row]) -> list[Goal]:
+    haproxy = _find(rows, "point_select", 1, HAPROXY)
+    return [
+        Goal(
+            f"{name} point_select t1 p95 minus haproxy's <= 0.10 ms",
+            _p95_excess(_find(rows, "point_select", 1, name), haproxy),
+            " ms",
+            0.10,
+            False,
+        )
+        for name in (ROUTING, WRITER_ONLY)
+    ]
+
+
+def _rate_ratio(row: Row | None, base: Row | None) -> float | None:
+    """Medians' ratio (the two targets do not share a same-round ratio column)."""
+    if row is None or base is None or row.rate is None or not base.rate:
+        return None
+    return row.rate / base.rate
+
+
+def _p95_excess(row: Row | None, base: Row | None) -> float | None:
+    if row is None or base is None or row.p95_ms is None or base.p95_ms is None:
+        return None
+    return row.p95_ms - base.p95_ms
 
 
 def _churn_goals(results: Results) -> list[Goal]:
@@ -439,7 +475,7 @@ def goals_section(results: Results) -> list[str]:
         *_idle_goals(results),
     ]
     rows = [
-        [g.what, fmt(g.value, ".2f" if g.unit == "x" else ".1f", g.unit), g.verdict()]
+        [g.what, fmt(g.value, ".1f" if "iB" in g.unit else ".2f", g.unit), g.verdict()]
         for g in goals
     ]
     return ["## Goals of the issue", "", *table(("goal", "measured", "verdict"), rows), ""]
